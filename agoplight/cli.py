@@ -1,0 +1,104 @@
+"""The command line: ``python train.py fit --config configs/mlp_digits.yaml`` (LightningCLI), and ``agoplight``.
+
+Without a ``trainer.logger`` in the config, a run writes everything under one run folder,
+``<trainer.default_root_dir>/<timestamp>/``: ``metrics.csv`` (CSVLogger), an offline W&B run under ``wandb/``
+(no account, no network; ``wandb sync`` uploads it later), ``checkpoints/``, ``config.yaml`` and the matrices and
+pictures of the AGOP monitor. ``WANDB_MODE=online`` makes the W&B run online instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger, Logger
+
+from agoplight.errors import ConfigurationError
+
+# Dimensions a DataModule knows and a model needs; a link applies only where both sides have the attribute.
+LINKS = ("input_dim", "output_dim", "input_shape", "vocab_size")
+
+
+class AgoplightCLI(LightningCLI):
+    """LightningCLI with data-to-model links and agoplight's default run folder and loggers."""
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        for name in LINKS:
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        config = self._get(self.config_init, "trainer", default={})
+        if config.get("logger") is None:
+            run_dir = _new_run_dir(Path(config.get("default_root_dir") or "runs"))
+            kwargs["logger"] = _default_loggers(run_dir)
+        return super().instantiate_trainer(**kwargs)
+
+    def after_fit(self) -> None:
+        if self.trainer.is_global_zero:
+            print(run_report(self.trainer))
+
+
+def _new_run_dir(root: Path) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = root / stamp
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = root / f"{stamp}-{suffix}"
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def _default_loggers(run_dir: Path) -> list[Logger]:
+    """CSV first (so ``trainer.log_dir`` and checkpoints are the run folder itself), then W&B, offline by default."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    offline = os.environ.get("WANDB_MODE", "offline") != "online"
+    return [
+        CSVLogger(save_dir=run_dir, name="", version=""),
+        WandbLogger(save_dir=run_dir, project="agoplight", name=run_dir.parent.name, offline=offline),
+    ]
+
+
+def run_report(trainer: Trainer) -> str:
+    """Where a finished run's logs are, and how to upload an offline W&B run."""
+    lines = [f"\nRun folder: {trainer.log_dir}"]
+    for logger in trainer.loggers:
+        if isinstance(logger, CSVLogger):
+            lines.append(f"  metrics (CSV):  {Path(logger.log_dir) / 'metrics.csv'}")
+        elif type(logger).__name__ == "WandbLogger":
+            run = logger.experiment
+            if getattr(run, "offline", False) or getattr(run.settings, "mode", "") == "offline":
+                lines.append(f"  W&B (offline):  {run.dir.rsplit('/files', 1)[0]}")
+                lines.append(f"  upload with:    wandb sync {run.dir.rsplit('/files', 1)[0]}")
+            else:
+                lines.append(f"  W&B:            {run.url}")
+    if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path:
+        lines.append(f"  checkpoint:     {trainer.checkpoint_callback.best_model_path}")
+    return "\n".join(lines)
+
+
+def train(args: list[str] | None = None) -> AgoplightCLI | None:
+    """Run the training CLI; a ``ConfigurationError`` prints its message and exits with status 2."""
+    try:
+        return AgoplightCLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+        )
+    except ConfigurationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    """``agoplight``: ``agoplight fit --config ...`` trains, like ``python train.py``."""
+    train()

@@ -1,0 +1,296 @@
+"""AGOP of layer inputs by the output-gradient mechanism.
+
+A layer computes ``z = W h (+ b)`` at each position, so through that layer ``dF/dh = W^T dF/dz``. With
+``G = sum over samples and positions of (dF/dz)(dF/dz)^T``, the layer's AGOP is ``W^T G W / n``. One forward
+pass with hooks on the chosen layers records every ``z``; batched vector-Jacobian products of the outputs
+``F`` then give ``dF/dz`` at all layers at once, for all samples at once:
+
+- ``exact``: one product per output component (``c`` of them), which sums to ``J^T J`` exactly.
+- ``sketch``: ``k`` Gaussian projections ``v^T F``; ``E[J^T v v^T J] = J^T J``, so the mean is unbiased and the
+  cost is ``k`` products whatever the output size (language models' vocabularies).
+
+Samples must not interact (eval mode: BatchNorm uses running statistics, dropout is off). Gradients come from
+``torch.autograd.grad``: no ``.backward()``, so the users' ``.grad`` stay untouched.
+
+Sums rather than means leave this module, so that probe batches and processes can be added before dividing
+by ``n`` (see ``agop_from_sums``). Each view's sum lives in the smaller of two spaces: ``G`` (``out x out``) or
+directly the input space (``in x in``), whichever makes the accumulation cheaper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.utils._pytree import tree_map_only
+
+from agoplight.errors import ConfigurationError
+from agoplight.features.layers import Layer, View, find_layers
+
+__all__ = [
+    "Estimator",
+    "ForwardFn",
+    "agop",
+    "agop_from_sums",
+    "agop_sums",
+    "default_forward",
+    "input_space",
+    "measurement_mode",
+    "sum_shape",
+]
+
+Estimator = Literal["exact", "sketch"]
+ForwardFn = Callable[[nn.Module, Any], Tensor]
+
+
+def default_forward(model: nn.Module, batch: Any) -> Tensor:
+    """Call ``model`` on a batch the way most datasets build it, and return its outputs (logits).
+
+    ``(x, y, ...)`` calls ``model(x)``, a mapping calls ``model(**batch)`` without ``labels``, anything else
+    ``model(batch)``. Outputs with a ``logits`` field (transformers) give that field; a tuple its first entry.
+    """
+    if isinstance(batch, (tuple, list)):
+        out = model(batch[0])
+    elif isinstance(batch, Mapping):
+        out = model(**{key: value for key, value in batch.items() if key != "labels"})
+    else:
+        out = model(batch)
+
+    if isinstance(out, Tensor):
+        return out
+    logits = out.get("logits") if isinstance(out, Mapping) else getattr(out, "logits", None)
+    if logits is None and isinstance(out, (tuple, list)):
+        logits = out[0]
+    if not isinstance(logits, Tensor):
+        raise ConfigurationError(
+            f"The model returned `{type(out).__name__}`, not logits agoplight can differentiate. "
+            "Pass `forward_fn=lambda model, batch: <the output tensor>`."
+        )
+    return logits
+
+
+def input_space(view: View) -> bool:
+    """Whether a view's sum is kept in input space (``in x in``) rather than as ``G`` (``out x out``).
+
+    ``G`` costs ``out^2`` per row; projecting each row to input space first costs ``out*in + in^2``.
+    """
+    out, inp = view.shape
+    return out * out > inp * (out + inp)
+
+
+def sum_shape(view: View) -> tuple[int, int]:
+    """Shape of the sum ``agop_sums`` returns for a view."""
+    out, inp = view.shape
+    return (inp, inp) if input_space(view) else (out, out)
+
+
+def agop_from_sums(view: View, total: Tensor, n: int | Tensor) -> Tensor:
+    """The view's AGOP ``(in, in)`` from its sum over ``n`` samples: ``W^T G W / n`` or the input-space sum over n."""
+    if input_space(view):
+        return total / n
+    w = view.weight().detach().to(total.dtype)  # (out_v, in)
+    return w.T @ total @ w / n
+
+
+@contextlib.contextmanager
+def measurement_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode with gradients on, even inside ``no_grad``/``inference_mode``; autocast off (float32 maths).
+
+    Each submodule's own ``training`` flag is restored afterwards, so partly frozen models stay as they were.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    device_type = next(model.parameters(), torch.empty(0)).device.type
+    try:
+        with (
+            torch.inference_mode(False),
+            torch.enable_grad(),
+            torch.autocast(device_type=device_type, enabled=False),
+        ):
+            yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _capture(layers: Sequence[Layer]) -> tuple[dict[str, list[Tensor]], list[Any]]:
+    """Forward hooks that record each layer's output ``z`` (every call, for shared layers)."""
+    outputs: dict[str, list[Tensor]] = {layer.name: [] for layer in layers}
+
+    def hook_for(name: str) -> Callable:
+        def hook(module: nn.Module, args: Any, z: Tensor) -> Tensor | None:
+            if not isinstance(z, Tensor):
+                raise ConfigurationError(f"Layer `{name}` returned `{type(z).__name__}`; agoplight needs a tensor.")
+            replaced = None
+            if not z.requires_grad:
+                # Nothing upstream needs gradients (frozen weights, integer inputs): make z a leaf of its own.
+                replaced = z = z.detach().requires_grad_()
+            outputs[name].append(z)
+            return replaced
+
+        return hook
+
+    handles = [layer.module.register_forward_hook(hook_for(layer.name)) for layer in layers]
+    return outputs, handles
+
+
+def _grad_outputs(
+    logits: Tensor, estimator: Estimator, num_projections: int, chunk_size: int, generator: torch.Generator | None
+) -> Iterator[Tensor]:
+    """Chunks ``(m, *logits.shape)`` of output directions: unit vectors (exact) or Gaussians (sketch)."""
+    n = logits.shape[0]
+    components = logits[0].numel()
+    total = components if estimator == "exact" else num_projections
+    for start in range(0, total, chunk_size):
+        m = min(chunk_size, total - start)
+        if estimator == "exact":
+            directions = logits.new_zeros(m, n, components)
+            directions[torch.arange(m), :, torch.arange(start, start + m)] = 1.0
+            yield directions.view(m, *logits.shape)
+        else:
+            yield torch.randn((m, *logits.shape), generator=generator, device=logits.device, dtype=logits.dtype)
+
+
+def agop_sums(
+    model: nn.Module,
+    batch: Any,
+    views: Sequence[View],
+    *,
+    estimator: Estimator = "exact",
+    num_projections: int = 16,
+    chunk_size: int = 16,
+    forward_fn: ForwardFn = default_forward,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> tuple[dict[str, Tensor], int]:
+    """Sums over the batch's samples and positions of each view's gradient outer products, and the sample count.
+
+    Args:
+        model: the network; put in eval mode for the measurement and restored afterwards.
+        batch: one batch of inputs, as the model's data loader yields it.
+        views: the views to measure (``Layer.views()`` of layers from ``find_layers``).
+        estimator: ``"exact"`` or ``"sketch"``.
+        num_projections: ``k``, the number of Gaussian projections of the sketch.
+        chunk_size: output directions per batched backward pass; bounds memory at ``chunk_size`` gradients.
+        forward_fn: ``(model, batch) -> logits``, the outputs ``F`` whose Jacobian is measured.
+        generator: random source of the sketch, for reproducible measurements.
+        dtype: accumulation dtype.
+
+    Returns:
+        ``({view name: sum of shape sum_shape(view)}, n)``; sketch sums are already divided by ``k``.
+    """
+    if estimator not in ("exact", "sketch"):
+        raise ConfigurationError(f"`estimator` must be 'exact' or 'sketch', got {estimator!r}.")
+    layers = list({id(view.layer): view.layer for view in views}.values())
+    device = next(model.parameters()).device
+
+    with measurement_mode(model):
+        batch = tree_map_only(Tensor, lambda t: t.to(device).clone(), batch)  # no inference tensors in the graph
+        outputs, handles = _capture(layers)
+        try:
+            logits = forward_fn(model, batch)
+        finally:
+            for handle in handles:
+                handle.remove()
+        _check_logits(logits, outputs)
+
+        captured = [z for layer in layers for z in outputs[layer.name]]
+        sums = {view.name: torch.zeros(sum_shape(view), dtype=dtype, device=device) for view in views}
+        weights = {view.name: view.weight().detach() for view in views if input_space(view)}
+        chunks = list(_grad_outputs(logits.detach(), estimator, num_projections, chunk_size, generator))
+        for i, directions in enumerate(chunks):
+            grads = torch.autograd.grad(
+                logits,
+                captured,
+                grad_outputs=directions,
+                is_grads_batched=True,
+                retain_graph=i < len(chunks) - 1,
+                allow_unused=True,
+            )  # each (m, *z.shape)
+            grads_by_layer = _group(grads, layers, outputs)
+            for view in views:
+                for grad_z in grads_by_layer[view.layer.name]:
+                    rows = view.layer.rows(grad_z)[:, view.out]  # (m * n * positions, out_v)
+                    if view.name in weights:
+                        rows = rows @ weights[view.name]  # (m * n * positions, in): dF/dh itself
+                    rows = rows.to(dtype)
+                    sums[view.name].addmm_(rows.T, rows)
+
+    if estimator == "sketch":
+        for total in sums.values():
+            total /= num_projections
+    return sums, logits.shape[0]
+
+
+def _check_logits(logits: Tensor, outputs: dict[str, list[Tensor]]) -> None:
+    if not isinstance(logits, Tensor) or not torch.is_floating_point(logits):
+        raise ConfigurationError("`forward_fn` must return the model's floating-point outputs (logits).")
+    unused = [name for name, zs in outputs.items() if not zs]
+    if unused:
+        raise ConfigurationError(
+            f"Layers {unused} were not called by the forward pass, so they have no AGOP. Measure layers the "
+            "model uses, or pass a `forward_fn` that runs them."
+        )
+    if not logits.requires_grad:
+        raise ConfigurationError("The outputs do not depend on any chosen layer; no AGOP can be measured.")
+
+
+def _group(
+    grads: Sequence[Tensor | None], layers: Sequence[Layer], outputs: dict[str, list[Tensor]]
+) -> dict[str, list[Tensor]]:
+    """Split the flat gradient list back into each layer's calls; unused outputs get no gradient."""
+    grouped: dict[str, list[Tensor]] = {}
+    i = 0
+    for layer in layers:
+        calls = len(outputs[layer.name])
+        grouped[layer.name] = [g for g in grads[i : i + calls] if g is not None]
+        i += calls
+    return grouped
+
+
+def agop(
+    model: nn.Module,
+    batches: Tensor | Iterable[Any],
+    layers: Sequence[str] | None = None,
+    *,
+    split: Mapping[str, dict[str, int]] | None = None,
+    **kwargs: Any,
+) -> dict[str, Tensor]:
+    r"""AGOP ``mean over samples, sum over positions of (dF/dh)(dF/dh)^T`` of the inputs of chosen layers.
+
+    .. math::
+        \mathrm{AGOP}(h) = \frac{1}{n} \sum_{i} \sum_{p} J_{ip}^\top J_{ip},
+        \qquad J_{ip} = \partial F(x_i) / \partial h_{ip}
+
+    Args:
+        model: the network.
+        batches: probe inputs: a tensor (one batch) or an iterable of batches such as a ``DataLoader``.
+        layers: layer names or ``fnmatch`` patterns (None: every supported layer).
+        split: per layer name, ``{suffix: n}`` slices of its outputs (see ``Layer.views``).
+        **kwargs: passed to ``agop_sums`` (estimator, num_projections, chunk_size, forward_fn, generator, dtype).
+
+    Returns:
+        ``{view name: AGOP (in, in)}``.
+
+    Example::
+
+        >>> net = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> {name: tuple(m.shape) for name, m in agop(net, torch.randn(32, 5)).items()}
+        {'0': (5, 5), '2': (8, 8)}
+    """
+    views = [view for layer in find_layers(model, layers) for view in layer.views((split or {}).get(layer.name))]
+    if isinstance(batches, Tensor):
+        batches = [batches]
+
+    totals: dict[str, Tensor] = {}
+    n = 0
+    for batch in batches:
+        sums, count = agop_sums(model, batch, views, **kwargs)
+        totals = sums if not totals else {name: totals[name] + sums[name] for name in sums}
+        n += count
+    if n == 0:
+        raise ConfigurationError("`batches` is empty: the AGOP needs at least one probe sample.")
+    return {view.name: agop_from_sums(view, totals[view.name], n) for view in views}
