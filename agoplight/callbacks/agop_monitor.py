@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
+from agoplight.callbacks.images import log_figures, measurement_figures
 from agoplight.errors import ConfigurationError
 from agoplight.features import (
     View,
@@ -61,8 +63,13 @@ class AGOPMonitor(Callback):
         measure_on: which ``Trainer`` entry points measure (``"fit"``, ``"validate"``, ``"test"``).
         save_matrices: write each measurement's AGOP, NFM and ``W - W0`` NFM (float32) to
             ``<trainer.log_dir>/agop/step_<step>.pt``, for reports drawn later.
-        save_max_dim: layers whose input is larger than this are left out of those files (a 4096-wide layer
-            costs 64 MB per matrix).
+        save_max_dim: layers whose input is larger than this are left out of those files and pictures (a
+            4096-wide layer costs 64 MB per matrix).
+        log_images: when to draw pictures (AGOP/NFM heatmaps, spectra, top AGOP eigenvectors as images):
+            ``"last"`` (the final measurement of fit, and the measurement of validate/test), ``"all"``, ``"none"``.
+            W&B and TensorBoard loggers get images; otherwise PNG files go to ``<trainer.log_dir>/images/``.
+        image_shape: shape of one input sample, e.g. ``(1, 28, 28)``, to draw a first linear layer's eigenvectors
+            as images; by default the datamodule's ``image_shape`` attribute or the probe's own shape.
 
     Logged keys, for each measured layer ``<layer>``:
         - ``nfa/<layer>/pearson_sqrt``, ``nfa/<layer>/pearson``: Pearson(NFM, AGOP^1/2) and Pearson(NFM, AGOP).
@@ -92,6 +99,8 @@ class AGOPMonitor(Callback):
         measure_on: Sequence[str] = ("fit", "validate", "test"),
         save_matrices: bool = True,
         save_max_dim: int = 1024,
+        log_images: Literal["last", "all", "none"] = "last",
+        image_shape: Sequence[int] | None = None,
     ) -> None:
         for name, value in (
             ("every_n_train_steps", every_n_train_steps),
@@ -104,6 +113,8 @@ class AGOPMonitor(Callback):
                 raise ConfigurationError(f"`{name}` must be a positive integer, got {value!r}.")
         if estimator not in ("exact", "sketch"):
             raise ConfigurationError(f"`estimator` must be 'exact' or 'sketch', got {estimator!r}.")
+        if log_images not in ("last", "all", "none"):
+            raise ConfigurationError(f"`log_images` must be 'last', 'all' or 'none', got {log_images!r}.")
         unknown = set(measure_on) - {"fit", "validate", "test"}
         if unknown:
             raise ConfigurationError(f"`measure_on` takes 'fit', 'validate', 'test'; got {sorted(unknown)}.")
@@ -122,6 +133,8 @@ class AGOPMonitor(Callback):
         self.measure_on = tuple(measure_on)
         self.save_matrices = save_matrices
         self.save_max_dim = save_max_dim
+        self.log_images = log_images
+        self.image_shape = tuple(image_shape) if image_shape is not None else None
 
         self.views: list[View] = []
         self.history: list[dict[str, float]] = []
@@ -130,6 +143,7 @@ class AGOPMonitor(Callback):
         self._probe_indices: Tensor | None = None
         self._probe: list[Any] | None = None
         self._last_step: int | None = None
+        self._run_dir = Path(".")
 
     @property
     def state_key(self) -> str:
@@ -145,6 +159,9 @@ class AGOPMonitor(Callback):
                 f"`split` names {sorted(unknown)}, which are not measured layers: {[layer.name for layer in layers]}."
             )
         self.views = [view for layer in layers for view in layer.views(self.split.get(layer.name))]
+        self._run_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a collective: every rank calls it
+        if self.image_shape is None:
+            self.image_shape = getattr(trainer.datamodule, "image_shape", None)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._initial_weights is None:
@@ -157,16 +174,22 @@ class AGOPMonitor(Callback):
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._measure(trainer, pl_module)
-        if trainer.is_global_zero and len(self.history) > 1:
+        if self.log_images == "last":
+            self._log_images(trainer)
+        if len(self.history) > 1:
             rank_zero_info(self.summary())
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.state.fn == TrainerFn.VALIDATING and "validate" in self.measure_on:
             self._measure(trainer, pl_module, force=True)
+            if self.log_images == "last":
+                self._log_images(trainer)
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if "test" in self.measure_on:
             self._measure(trainer, pl_module, force=True)
+            if self.log_images == "last":
+                self._log_images(trainer)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -240,16 +263,38 @@ class AGOPMonitor(Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
         if self.save_matrices and trainer.is_global_zero:
-            self._save(Path(trainer.log_dir or trainer.default_root_dir) / "agop" / f"step_{step:07d}.pt", step)
+            path = self._run_dir / "agop" / f"step_{step:07d}.pt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"step": step, "matrices": self._kept_matrices()}, path)
+        if self.log_images == "all":
+            self._log_images(trainer)
 
-    def _save(self, path: Path, step: int) -> None:
-        matrices = {
+    def _kept_matrices(self) -> dict[str, dict[str, Tensor]]:
+        """The last measurement's matrices in float32, without layers wider than ``save_max_dim``."""
+        return {
             name: {key: value.float() for key, value in entry.items()}
             for name, entry in self.last_matrices.items()
             if entry["agop"].shape[0] <= self.save_max_dim
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"step": step, "matrices": matrices}, path)
+
+    def _log_images(self, trainer: Trainer) -> None:
+        if not trainer.is_global_zero or not self.history:
+            return
+        shapes = {view.name: self._picture_shape(view) for view in self.views}
+        figures = measurement_figures(self._kept_matrices(), shapes, self._last_step)
+        log_figures(trainer, figures, self._last_step, self._run_dir)
+
+    def _picture_shape(self, view: View) -> tuple[int, ...] | None:
+        """How one input of this layer looks as a picture: a conv patch, or the input image of a first layer."""
+        weight = view.layer.module.weight
+        if weight.dim() == 4:  # Conv2d: (c_out, c_in / groups, k, k)
+            return tuple(weight.shape[1:])
+        size = view.shape[1]
+        shape = self.image_shape
+        if shape is None and self._probe is not None and isinstance(self._probe[0], (tuple, list)):
+            x = self._probe[0][0]
+            shape = tuple(x.shape[1:]) if x.dim() >= 3 else None
+        return shape if shape is not None and math.prod(shape) == size else None
 
     def _build_probe(self, trainer: Trainer) -> list[Any]:
         """Collate the probe set from the training data: ``probe_size`` samples drawn once with ``seed``."""

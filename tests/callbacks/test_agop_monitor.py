@@ -1,0 +1,158 @@
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+from torch.utils.data import DataLoader
+
+from agoplight import ConfigurationError
+from agoplight.callbacks import AGOPMonitor
+from agoplight.data import LowRankDataModule
+from agoplight.features import agop
+from agoplight.models import MLP
+
+
+def datamodule(**kwargs) -> LowRankDataModule:
+    return LowRankDataModule(d=6, n_train=128, n_val=32, n_test=32, batch_size=32, **kwargs)
+
+
+def model() -> MLP:
+    return MLP(input_dim=6, output_dim=1, depth=2, width=16, loss="mse")
+
+
+def trainer(tmp_path: Path, callbacks: list, **kwargs) -> Trainer:
+    options = dict(
+        max_epochs=2, logger=CSVLogger(tmp_path, name="", version=""), enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1,
+    )
+    return Trainer(callbacks=callbacks, **{**options, **kwargs})
+
+
+def probe_inputs(monitor: AGOPMonitor, dm: LowRankDataModule) -> torch.Tensor:
+    return dm.train_set.tensors[0][monitor._probe_indices]
+
+
+def logged(tmp_path: Path, key: str) -> dict[int, float]:
+    rows = csv.DictReader(open(tmp_path / "metrics.csv"))
+    return {int(row["step"]): float(row[key]) for row in rows if row.get(key)}
+
+
+def test_fit_measures_on_schedule_and_matches_a_direct_computation(tmp_path):
+    monitor = AGOPMonitor(layers=["net.0", "net.2"], every_n_train_steps=3, probe_size=100)
+    dm, net = datamodule(), model()
+    trainer(tmp_path, [monitor]).fit(net, dm)
+
+    assert [entry["step"] for entry in monitor.history] == [0, 3, 6, 8]  # before training, every 3, the end
+    assert sorted(logged(tmp_path, "nfa/net.0/pearson_sqrt")) == [0, 3, 6, 8]
+    assert sorted(logged(tmp_path, "nfa/net.0/delta_pearson_sqrt")) == [3, 6, 8]  # W - W0 is zero at step 0
+    for key in ("pearson", "cosine_sqrt", "cosine"):
+        assert len(logged(tmp_path, f"nfa/net.2/{key}")) == 4
+    for key in ("trace", "effective_rank", "eigval_1", "eigval_3"):
+        assert len(logged(tmp_path, f"agop/net.0/{key}")) == 4
+
+    assert len(monitor._probe_indices) == 100
+    direct = agop(net, probe_inputs(monitor, dm), ["net.0", "net.2"])
+    for name in direct:
+        torch.testing.assert_close(monitor.last_matrices[name]["agop"], direct[name].cpu())
+    saved = torch.load(tmp_path / "agop" / "step_0000008.pt")
+    torch.testing.assert_close(saved["matrices"]["net.0"]["agop"], direct["net.0"].float())
+    assert set(saved["matrices"]["net.0"]) == {"agop", "nfm", "nfm_delta"}
+
+
+@pytest.mark.parametrize("entry", ["validate", "test"])
+def test_validate_and_test_measure_under_inference_mode(tmp_path, entry):
+    monitor = AGOPMonitor(layers=["net.0"], probe_size=64)
+    dm, net = datamodule(), model()
+    getattr(trainer(tmp_path, [monitor]), entry)(net, dm)
+
+    assert len(monitor.history) == 1
+    direct = agop(net, probe_inputs(monitor, dm), ["net.0"])["net.0"]
+    torch.testing.assert_close(monitor.last_matrices["net.0"]["agop"], direct)
+
+
+def test_resume_continues_the_same_curves(tmp_path):
+    def run(directory: Path, max_epochs: int, ckpt_path: str | None = None) -> AGOPMonitor:
+        torch.manual_seed(len(str(ckpt_path)))  # resumed model starts from other random weights
+        monitor = AGOPMonitor(layers=["net.0"], every_n_train_steps=2, probe_size=50)
+        checkpoint = ModelCheckpoint(dirpath=directory, save_last=True)
+        fit = trainer(directory, [monitor, checkpoint], max_epochs=max_epochs, enable_checkpointing=True)
+        fit.fit(model_from_seed(0) if ckpt_path is None else model(), datamodule(shuffle=False), ckpt_path=ckpt_path)
+        return monitor
+
+    whole = run(tmp_path / "whole", max_epochs=4)
+    run(tmp_path / "first", max_epochs=2)
+    resumed = run(tmp_path / "second", max_epochs=4, ckpt_path=str(tmp_path / "first" / "last.ckpt"))
+
+    assert [e["step"] for e in resumed.history] == [e["step"] for e in whole.history] == [0, 2, 4, 6, 8, 10, 12, 14, 16]
+    for ours, reference in zip(resumed.history, whole.history, strict=True):
+        assert ours.keys() == reference.keys()  # the W - W0 curves continue: W0 came from the checkpoint
+        for key, value in reference.items():
+            assert ours[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+
+
+def model_from_seed(seed: int) -> MLP:
+    torch.manual_seed(seed)
+    return model()
+
+
+def test_wrong_layer_name_fails_at_fit_start_with_the_layers_that_exist(tmp_path):
+    monitor = AGOPMonitor(layers=["net.1", "fc"])
+    fit = trainer(tmp_path, [monitor])
+    with pytest.raises(ConfigurationError, match=r"Layer `net.1` matches no .* Layers that exist: net.0, net.2, net.4"):
+        fit.fit(model(), datamodule())
+    assert fit.global_step == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"every_n_train_steps": 0}, "`every_n_train_steps` must be a positive integer, got 0"),
+        ({"estimator": "fast"}, "`estimator` must be 'exact' or 'sketch', got 'fast'"),
+        ({"measure_on": ["predict"]}, "`measure_on` takes 'fit', 'validate', 'test'; got \\['predict'\\]"),
+    ],
+)
+def test_bad_arguments_fail_in_init(kwargs, message):
+    with pytest.raises(ConfigurationError, match=message):
+        AGOPMonitor(**kwargs)
+
+
+class DictBatchModel(LightningModule):
+    """A user's module: dict batches, dropout and BatchNorm, its own layer names, SGD."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(6, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Dropout(0.3))
+        self.head = nn.Linear(12, 3)
+        self.modes: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        self.modes.append(self.training)
+        return nn.functional.cross_entropy(self(batch["features"]), batch["label"])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self) -> DataLoader:
+        data = [{"features": torch.randn(6), "label": torch.tensor(i % 3)} for i in range(40)]
+        return DataLoader(data, batch_size=8, shuffle=True)
+
+
+def test_any_lightning_module_with_a_forward_fn(tmp_path):
+    net = DictBatchModel()
+    monitor = AGOPMonitor(every_n_train_steps=2, probe_size=16, forward_fn=lambda m, batch: m(batch["features"]))
+    trainer(tmp_path, [monitor], max_epochs=1).fit(net)
+
+    assert [view.name for view in monitor.views] == ["encoder.0", "head"]
+    assert all(net.modes)  # every training step ran in train mode: the measurements restored it
+    assert [entry["step"] for entry in monitor.history] == [0, 2, 4, 5]
+
+    probe = torch.stack([net.train_dataloader().dataset[i]["features"] for i in monitor._probe_indices.tolist()])
+    net.eval()  # the monitor measures in eval mode: BatchNorm running statistics, no dropout
+    torch.testing.assert_close(monitor.last_matrices["head"]["agop"], agop(net, probe, ["head"])["head"])
