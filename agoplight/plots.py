@@ -109,4 +109,3 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     """A ``(3, H, W)`` eigenvector as an RGB picture, mapped so that 0 is mid-grey."""
     limit = np.abs(image).max() or 1.0
     return np.clip(0.5 + 0.5 * image.transpose(1, 2, 0) / limit, 0, 1)
-

@@ -21,7 +21,8 @@ def test_main_command_writes_a_run_folder(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
 
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
-    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    with open(run_dir / "metrics.csv") as file:
+        rows = list(csv.DictReader(file))
     steps = [int(r["step"]) for r in rows if r.get("nfa/net.0/pearson_sqrt")]
     assert steps == [0, 10, 20, 30, 34]
     assert any(r.get("val/acc") for r in rows)
@@ -37,5 +38,6 @@ def test_main_command_writes_a_run_folder(tmp_path):
 def test_wrong_layer_name_is_a_short_error(tmp_path):
     result = run_train(tmp_path, "--trainer.max_epochs", "1", "--trainer.callbacks.init_args.layers", "[fc1]")
     assert result.returncode == 2
-    assert "error: Layer `fc1` matches no measurable layer of `MLP`. Layers that exist: net.0, net.2, net.4" in result.stderr
+    expected = "error: Layer `fc1` matches no measurable layer of `MLP`. Layers that exist: net.0, net.2, net.4"
+    assert expected in result.stderr
     assert "Traceback" not in result.stderr

@@ -26,8 +26,13 @@ def model() -> MLP:
 
 def trainer(tmp_path: Path, callbacks: list, **kwargs) -> Trainer:
     options = dict(
-        max_epochs=2, logger=CSVLogger(tmp_path, name="", version=""), enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1,
+        max_epochs=2,
+        logger=CSVLogger(tmp_path, name="", version=""),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
     )
     return Trainer(callbacks=callbacks, **{**options, **kwargs})
 
@@ -37,8 +42,8 @@ def probe_inputs(monitor: AGOPMonitor, dm: LowRankDataModule) -> torch.Tensor:
 
 
 def logged(tmp_path: Path, key: str) -> dict[int, float]:
-    rows = csv.DictReader(open(tmp_path / "metrics.csv"))
-    return {int(row["step"]): float(row[key]) for row in rows if row.get(key)}
+    with open(tmp_path / "metrics.csv") as file:
+        return {int(row["step"]): float(row[key]) for row in csv.DictReader(file) if row.get(key)}
 
 
 def test_fit_measures_on_schedule_and_matches_a_direct_computation(tmp_path):

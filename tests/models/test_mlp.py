@@ -28,7 +28,10 @@ def test_init_scale_scales_the_default_initialisation():
 
 def test_optimizer_and_schedule_from_factories(tmp_path):
     net = MLP(
-        input_dim=4, output_dim=1, width=8, loss="mse",
+        input_dim=4,
+        output_dim=1,
+        width=8,
+        loss="mse",
         optimizer=lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9),
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5),
     )
@@ -46,8 +49,14 @@ def test_mse_on_class_targets_uses_one_hot():
 def test_regression_learns(tmp_path):
     dm = LowRankDataModule(d=4, n_train=512, n_val=128, batch_size=64)
     net = MLP(input_dim=4, output_dim=1, width=64, loss="mse", optimizer=lambda p: torch.optim.Adam(p, lr=3e-3))
-    trainer = Trainer(max_epochs=15, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = Trainer(
+        max_epochs=15,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(net, dm)
     assert trainer.callback_metrics["val/r2"] > 0.8
 
