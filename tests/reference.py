@@ -43,14 +43,13 @@ def from_patches(layer: nn.Module, u: Tensor, out_shape: torch.Size) -> Tensor:
     return z.reshape(out_shape)
 
 
-def _conv2d_params(layer: nn.Module) -> tuple[Any, ...]:
-    def pair(v: Any) -> tuple[int, int]:
-        v = tuple(v) if isinstance(v, (tuple, list)) else (v,)
-        return (1, v[0]) if len(v) == 1 else v
-
+def _conv2d_params(layer: nn.Module) -> tuple[tuple[int, int], ...]:
+    """kernel, dilation, padding, stride as pairs; a Conv1d is a Conv2d of height 1 (no vertical padding)."""
     if isinstance(layer.padding, str):
         raise ValueError("string padding is not supported by the reference")
-    return pair(layer.kernel_size), pair(layer.dilation), pair(layer.padding), pair(layer.stride)
+    if isinstance(layer, nn.Conv1d):
+        return (1, layer.kernel_size[0]), (1, layer.dilation[0]), (0, layer.padding[0]), (1, layer.stride[0])
+    return layer.kernel_size, layer.dilation, layer.padding, layer.stride
 
 
 def brute_force_agop(

@@ -5,12 +5,13 @@ Nothing here imports Lightning; the callbacks, modules and RFM build on it.
 
 from agoplight.features.agop import agop, agop_from_sums, agop_sums, default_forward, measurement_mode
 from agoplight.features.correlation import cosine, nfa_correlations, pearson
-from agoplight.features.layers import Layer, View, find_layers, layer_names
-from agoplight.features.linalg import effective_rank, eigenvalues, psd_power
+from agoplight.features.layers import Layer, View, find_layers, find_views, layer_names
+from agoplight.features.linalg import Spectrum, effective_rank, eigenvalues, psd_power
 from agoplight.features.nfm import nfm, nfm_of
 
 __all__ = [
     "Layer",
+    "Spectrum",
     "View",
     "agop",
     "agop_from_sums",
@@ -20,6 +21,7 @@ __all__ = [
     "effective_rank",
     "eigenvalues",
     "find_layers",
+    "find_views",
     "layer_names",
     "measurement_mode",
     "nfa_correlations",

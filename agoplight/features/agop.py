@@ -28,10 +28,11 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_map_only
 
 from agoplight.errors import ConfigurationError
-from agoplight.features.layers import Layer, View, find_layers
+from agoplight.features.layers import Layer, Split, View, find_views
 
 __all__ = [
     "Estimator",
+    "UnusedLayersError",
     "ForwardFn",
     "agop",
     "agop_from_sums",
@@ -42,7 +43,10 @@ __all__ = [
     "sum_shape",
 ]
 
-Estimator = Literal["exact", "sketch"]
+Estimator = Literal["exact", "sketch", "auto"]
+# "auto" is exact up to this many outputs per sample (one backward pass each) and the sketch beyond: language
+# models' outputs are vocabulary-sized (a block of 64 tokens over 257 byte values has 16,448 per sample).
+EXACT_MAX_OUTPUTS = 1024
 ForwardFn = Callable[[nn.Module, Any], Tensor]
 
 
@@ -55,7 +59,14 @@ def default_forward(model: nn.Module, batch: Any) -> Tensor:
     if isinstance(batch, (tuple, list)):
         out = model(batch[0])
     elif isinstance(batch, Mapping):
-        out = model(**{key: value for key, value in batch.items() if key != "labels"})
+        inputs = {key: value for key, value in batch.items() if key != "labels"}
+        try:
+            out = model(**inputs)
+        except TypeError as error:  # the batch's keys are not the forward's arguments
+            raise ConfigurationError(
+                f"Calling `{type(model).__name__}(**batch)` with the batch's keys {sorted(inputs)} failed ({error}). "
+                "Pass `forward_fn=lambda model, batch: model(batch[...])` to say how the model takes a batch."
+            ) from error
     else:
         out = model(batch)
 
@@ -109,6 +120,7 @@ def measurement_mode(model: nn.Module) -> Iterator[None]:
             torch.inference_mode(False),
             torch.enable_grad(),
             torch.autocast(device_type=device_type, enabled=False),
+            _eager(model),
         ):
             yield
     finally:
@@ -116,20 +128,46 @@ def measurement_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
+@contextlib.contextmanager
+def _eager(model: nn.Module) -> Iterator[None]:
+    """Run compiled modules eagerly: a compiled graph neither calls the hooks added for the measurement nor keeps
+    the captured outputs on its gradient path. Undone afterwards, so training stays compiled.
+
+    Covers ``module.compile()``, a forward replaced by ``torch.compile(module.forward)``, and Lightning's handling
+    of ``trainer.fit(torch.compile(model))`` (which does the latter and keeps the original in ``_compiler_ctx``).
+    """
+    undo = []
+    for module in model.modules():
+        if getattr(module, "_compiled_call_impl", None) is not None:
+            undo.append((module, "_compiled_call_impl", module._compiled_call_impl))
+            module._compiled_call_impl = None
+        original = (getattr(module, "_compiler_ctx", None) or {}).get("original_forward")
+        original = original or getattr(module.__dict__.get("forward"), "_torchdynamo_orig_callable", None)
+        if original is not None:
+            undo.append((module, "forward", module.__dict__["forward"]))
+            module.forward = original
+    try:
+        yield
+    finally:
+        for module, attribute, value in reversed(undo):
+            setattr(module, attribute, value)
+
+
 def _capture(layers: Sequence[Layer]) -> tuple[dict[str, list[Tensor]], list[Any]]:
     """Forward hooks that record each layer's output ``z`` (every call, for shared layers)."""
     outputs: dict[str, list[Tensor]] = {layer.name: [] for layer in layers}
 
     def hook_for(name: str) -> Callable:
-        def hook(module: nn.Module, args: Any, z: Tensor) -> Tensor | None:
+        def hook(module: nn.Module, args: Any, z: Tensor) -> Tensor:
             if not isinstance(z, Tensor):
                 raise ConfigurationError(f"Layer `{name}` returned `{type(z).__name__}`; agoplight needs a tensor.")
-            replaced = None
             if not z.requires_grad:
                 # Nothing upstream needs gradients (frozen weights, integer inputs): make z a leaf of its own.
-                replaced = z = z.detach().requires_grad_()
+                z = z.detach().requires_grad_()
             outputs[name].append(z)
-            return replaced
+            # The rest of the model gets a copy: an in-place op downstream (ReLU(inplace=True)) would otherwise
+            # overwrite the z we differentiate with respect to.
+            return z.clone()
 
         return hook
 
@@ -159,12 +197,13 @@ def agop_sums(
     batch: Any,
     views: Sequence[View],
     *,
-    estimator: Estimator = "exact",
+    estimator: Estimator = "auto",
     num_projections: int = 16,
     chunk_size: int = 16,
     forward_fn: ForwardFn = default_forward,
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float64,
+    compute_dtype: torch.dtype | None = None,
 ) -> tuple[dict[str, Tensor], int]:
     """Sums over the batch's samples and positions of each view's gradient outer products, and the sample count.
 
@@ -172,52 +211,71 @@ def agop_sums(
         model: the network; put in eval mode for the measurement and restored afterwards.
         batch: one batch of inputs, as the model's data loader yields it.
         views: the views to measure (``Layer.views()`` of layers from ``find_layers``).
-        estimator: ``"exact"`` or ``"sketch"``.
+        estimator: ``"exact"``, ``"sketch"``, or ``"auto"``: exact for at most ``EXACT_MAX_OUTPUTS`` outputs per
+            sample, the sketch for more.
         num_projections: ``k``, the number of Gaussian projections of the sketch.
         chunk_size: output directions per batched backward pass; bounds memory at ``chunk_size`` gradients.
         forward_fn: ``(model, batch) -> logits``, the outputs ``F`` whose Jacobian is measured.
         generator: random source of the sketch, for reproducible measurements.
         dtype: accumulation dtype.
+        compute_dtype: dtype of the forward and backward passes. None keeps float32/float64 models as they are
+            and runs half-precision (``bf16-true``, ``16-true``) models in float32; autocast is always off.
 
     Returns:
         ``({view name: sum of shape sum_shape(view)}, n)``; sketch sums are already divided by ``k``.
     """
-    if estimator not in ("exact", "sketch"):
-        raise ConfigurationError(f"`estimator` must be 'exact' or 'sketch', got {estimator!r}.")
+    if estimator not in ("exact", "sketch", "auto"):
+        raise ConfigurationError(
+            f"`estimator` must be 'exact' or 'sketch', got {estimator!r} (or 'auto', which picks one by the number "
+            "of outputs)."
+        )
+    model = getattr(model, "_orig_mod", model)  # torch.compile(model) wraps it; _eager runs the original
     layers = list({id(view.layer): view.layer for view in views}.values())
     device = next(model.parameters()).device
+    cast = _cast_dtype(model, compute_dtype)
 
     with measurement_mode(model):
-        batch = tree_map_only(Tensor, lambda t: t.to(device).clone(), batch)  # no inference tensors in the graph
+        batch = tree_map_only(Tensor, lambda t: _probe_tensor(t, device, cast), batch)
         outputs, handles = _capture(layers)
         try:
-            logits = forward_fn(model, batch)
+            logits = _forward(model, batch, forward_fn, cast)
         finally:
             for handle in handles:
                 handle.remove()
         _check_logits(logits, outputs)
+        if estimator == "auto":
+            estimator = "exact" if logits[0].numel() <= EXACT_MAX_OUTPUTS else "sketch"
 
         captured = [z for layer in layers for z in outputs[layer.name]]
         sums = {view.name: torch.zeros(sum_shape(view), dtype=dtype, device=device) for view in views}
-        weights = {view.name: view.weight().detach() for view in views if input_space(view)}
-        chunks = list(_grad_outputs(logits.detach(), estimator, num_projections, chunk_size, generator))
+        weights = {view.name: view.weight().detach().to(cast or logits.dtype) for view in views if input_space(view)}
+        # Directions are drawn one chunk at a time: a chunk of a language model's are `chunk_size` logit tensors.
+        # TODO: each chunk still holds the output gradients of every measured layer at once (chunk_size x tokens x
+        # the sum of their widths: 1.4 GB per direction for all blocks of GPT-2 on 16 x 256 tokens). Adding each
+        # layer's rows to its sum in a tensor hook during the backward pass would hold one layer's at a time.
+        directions_total = logits[0].numel() if estimator == "exact" else num_projections
+        last = (directions_total - 1) // chunk_size
+        chunks = _grad_outputs(logits.detach(), estimator, num_projections, chunk_size, generator)
         for i, directions in enumerate(chunks):
             grads = torch.autograd.grad(
                 logits,
                 captured,
                 grad_outputs=directions,
                 is_grads_batched=True,
-                retain_graph=i < len(chunks) - 1,
+                retain_graph=i < last,
                 allow_unused=True,
             )  # each (m, *z.shape)
             grads_by_layer = _group(grads, layers, outputs)
+            disconnected = [name for name, layer_grads in grads_by_layer.items() if not layer_grads]
+            if disconnected:
+                raise UnusedLayersError(disconnected)
             for view in views:
                 for grad_z in grads_by_layer[view.layer.name]:
                     rows = view.layer.rows(grad_z)[:, view.out]  # (m * n * positions, out_v)
                     if view.name in weights:
                         rows = rows @ weights[view.name]  # (m * n * positions, in): dF/dh itself
-                    rows = rows.to(dtype)
-                    sums[view.name].addmm_(rows.T, rows)
+                    # the product in the compute dtype (a float64 GEMM costs 2-4x), the running sum in `dtype`
+                    sums[view.name] += (rows.T @ rows).to(dtype)
 
     if estimator == "sketch":
         for total in sums.values():
@@ -225,15 +283,60 @@ def agop_sums(
     return sums, logits.shape[0]
 
 
+def _cast_dtype(model: nn.Module, compute_dtype: torch.dtype | None) -> torch.dtype | None:
+    """The dtype to run the measurement in, or None when the model's own parameters already are right."""
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if compute_dtype is None:
+        return torch.float32 if dtypes & {torch.float16, torch.bfloat16} else None
+    return None if dtypes == {compute_dtype} else compute_dtype
+
+
+def _probe_tensor(t: Tensor, device: torch.device, cast: torch.dtype | None) -> Tensor:
+    """A probe tensor on the model's device, cloned so that no inference tensor enters the graph."""
+    dtype = cast if cast is not None and t.is_floating_point() else t.dtype
+    return t.to(device=device, dtype=dtype).clone()
+
+
+class _Call(nn.Module):
+    """``forward_fn(model, batch)`` as a module, so that ``functional_call`` can swap the model's parameters."""
+
+    def __init__(self, model: nn.Module, forward_fn: ForwardFn) -> None:
+        super().__init__()
+        self.model = model
+        self.forward_fn = forward_fn
+
+    def forward(self, batch: Any) -> Tensor:
+        return self.forward_fn(self.model, batch)
+
+
+def _forward(model: nn.Module, batch: Any, forward_fn: ForwardFn, cast: torch.dtype | None) -> Tensor:
+    """The outputs, with parameters and buffers cast to ``cast`` for this call only (the model is untouched)."""
+    if cast is None:
+        return forward_fn(model, batch)
+    state = {
+        f"model.{name}": tensor.to(cast) if tensor.is_floating_point() else tensor
+        for name, tensor in (*model.named_parameters(), *model.named_buffers())
+    }
+    return torch.func.functional_call(_Call(model, forward_fn), state, (batch,))
+
+
+class UnusedLayersError(ConfigurationError):
+    """Chosen layers that the forward pass never called or the outputs do not depend on; ``names`` lists them."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(
+            f"Layers {names} were not called by the forward pass, or the outputs do not depend on them, so they "
+            "have no AGOP. Measure layers the model's outputs use, or pass a `forward_fn` that runs them."
+        )
+        self.names = names
+
+
 def _check_logits(logits: Tensor, outputs: dict[str, list[Tensor]]) -> None:
     if not isinstance(logits, Tensor) or not torch.is_floating_point(logits):
         raise ConfigurationError("`forward_fn` must return the model's floating-point outputs (logits).")
     unused = [name for name, zs in outputs.items() if not zs]
     if unused:
-        raise ConfigurationError(
-            f"Layers {unused} were not called by the forward pass, so they have no AGOP. Measure layers the "
-            "model uses, or pass a `forward_fn` that runs them."
-        )
+        raise UnusedLayersError(unused)
     if not logits.requires_grad:
         raise ConfigurationError("The outputs do not depend on any chosen layer; no AGOP can be measured.")
 
@@ -256,7 +359,7 @@ def agop(
     batches: Tensor | Iterable[Any],
     layers: Sequence[str] | None = None,
     *,
-    split: Mapping[str, dict[str, int]] | None = None,
+    split: Mapping[str, Split] | None = None,
     **kwargs: Any,
 ) -> dict[str, Tensor]:
     r"""AGOP ``mean over samples, sum over positions of (dF/dh)(dF/dh)^T`` of the inputs of chosen layers.
@@ -269,7 +372,8 @@ def agop(
         model: the network.
         batches: probe inputs: a tensor (one batch) or an iterable of batches such as a ``DataLoader``.
         layers: layer names or ``fnmatch`` patterns (None: every supported layer).
-        split: per layer name, ``{suffix: n}`` slices of its outputs (see ``Layer.views``).
+        split: per layer name or pattern, how its outputs are cut into views: ``{suffix: n}`` slices, ``"heads"``,
+            ``{}`` for the whole layer (see ``Layer.views``); GPT-2's ``c_attn`` gives query, key and value unless told.
         **kwargs: passed to ``agop_sums`` (estimator, num_projections, chunk_size, forward_fn, generator, dtype).
 
     Returns:
@@ -281,7 +385,8 @@ def agop(
         >>> {name: tuple(m.shape) for name, m in agop(net, torch.randn(32, 5)).items()}
         {'0': (5, 5), '2': (8, 8)}
     """
-    views = [view for layer in find_layers(model, layers) for view in layer.views((split or {}).get(layer.name))]
+    model = getattr(model, "_orig_mod", model)  # torch.compile(model): the layers are those of the original
+    views = find_views(model, layers, split)
     if isinstance(batches, Tensor):
         batches = [batches]
 

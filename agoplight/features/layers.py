@@ -6,21 +6,25 @@ input ``h`` needs only two things from it: the weight as an ``(out, in)`` matrix
 two; everything else (hooks, estimators, NFM) is shared.
 
 A layer may be measured as several *views*: slices of its output channels with their own rows of ``W``.
-GPT-2's fused ``c_attn`` splits into query, key and value this way, attention projections into heads, and a
-grouped convolution into its groups (each group sees its own input channels, so its patch is its own space).
+GPT-2's fused ``c_attn`` splits into query, key and value this way (by default), attention projections into heads
+(on request, ``split="heads"``), and a grouped convolution into its groups (each group sees its own input
+channels, so its patch is its own space).
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from torch import Tensor, nn
 
 from agoplight.errors import ConfigurationError
 
-__all__ = ["Layer", "View", "find_layers", "layer_names", "supported"]
+__all__ = ["Layer", "Split", "View", "find_layers", "find_views", "layer_names", "supported"]
+
+# How a layer's outputs are cut into views: ``{suffix: n}`` equal slices, or ``"heads"`` (see ``Layer.views``).
+Split = dict[str, int] | str
 
 
 class Layer:
@@ -29,11 +33,19 @@ class Layer:
     Args:
         name: the module's qualified name in the model, e.g. ``"net.0"``.
         module: the module itself.
+        parts: the named parts of a fused layer, its default views, e.g. ``{"q": 1, "k": 1, "v": 1}`` for GPT-2's
+            ``c_attn``; None for a layer measured whole.
+        heads: the per-head slices of an attention projection, e.g. ``{"q": 12, "k": 12, "v": 12}``; None when
+            the layer is not one.
     """
 
-    def __init__(self, name: str, module: nn.Module) -> None:
+    def __init__(
+        self, name: str, module: nn.Module, parts: dict[str, int] | None = None, heads: dict[str, int] | None = None
+    ) -> None:
         self.name = name
         self.module = module
+        self.parts = parts
+        self.heads = heads
 
     def weight(self) -> Tensor:
         """The weight as ``(out, in)``, ``in`` being the size of one position's input."""
@@ -47,17 +59,32 @@ class Layer:
     def groups(self) -> int:
         return 1
 
-    def views(self, split: dict[str, int] | None = None) -> list[View]:
+    def views(self, split: Split | None = None) -> list[View]:
         """The views measured for this layer: the whole layer, or its groups, or named equal slices.
 
         Args:
-            split: optional ``{suffix: n}`` pairs; each cuts the output channels into ``n`` equal slices named
-                ``<layer>.<suffix><i>`` (``n == 1`` drops the index). Used for fused query/key/value and heads.
+            split: None for the layer's own parts (query, key and value of a fused ``c_attn``; otherwise the whole
+                layer); ``{}`` for the whole layer; ``"heads"`` for one view per attention head; or ``{suffix: n}``
+                pairs, each cutting its equal share of the output channels into ``n`` equal slices named
+                ``<layer>.<suffix><i>`` (``n == 1`` drops the index).
+
+        Raises:
+            ConfigurationError: ``"heads"`` for a layer that is no recognised attention projection.
         """
         out = self.weight().shape[0]
         if self.groups > 1:
             size = out // self.groups
             return [View(f"{self.name}.group{g}", self, slice(g * size, (g + 1) * size)) for g in range(self.groups)]
+        if split is None:
+            split = self.parts
+        elif isinstance(split, str):
+            if split != "heads" or self.heads is None:
+                raise ConfigurationError(
+                    f"`split` for `{self.name}` is {split!r}; 'heads' works for attention query, key and value "
+                    "projections (GPT-2's c_attn, q_proj/k_proj/v_proj of attention modules with `head_dim`), "
+                    "otherwise pass {suffix: n} slices."
+                )
+            split = self.heads
         if not split:
             return [View(self.name, self, slice(0, out))]
 
@@ -175,7 +202,63 @@ def find_layers(model: nn.Module, names: Sequence[str] | None = None) -> list[La
             chosen.extend(name for name in matches if name not in chosen)
 
     modules = dict(model.named_modules())
-    return [supported(modules[name])(name, modules[name]) for name in chosen]
+    layers = []
+    for name in chosen:
+        layer = supported(modules[name])(name, modules[name])
+        parent, _, attr = name.rpartition(".")
+        layer.parts, layer.heads = _attention_slices(modules[parent], attr, layer.weight().shape[0])
+        layers.append(layer)
+    return layers
+
+
+def find_views(
+    model: nn.Module, names: Sequence[str] | None = None, split: Mapping[str, Split] | None = None
+) -> list[View]:
+    """The views measured for the chosen layers: ``find_layers`` then ``Layer.views`` with each layer's split.
+
+    Args:
+        model: the network.
+        names: layer names or ``fnmatch`` patterns; None selects every supported layer.
+        split: ``{layer name or pattern: split}`` (see ``Layer.views``); an exact name wins over patterns, and
+            among patterns the first that matches. Layers not named keep their own parts.
+
+    Raises:
+        ConfigurationError: a ``split`` key matches no chosen layer.
+    """
+    layers = find_layers(model, names)
+    split = dict(split or {})
+    used = set()
+    views = []
+    for layer in layers:
+        patterns = (key for key in split if fnmatch.fnmatchcase(layer.name, key))
+        key = layer.name if layer.name in split else next(patterns, None)
+        if key is not None:
+            used.add(key)
+        views.extend(layer.views(split.get(key)))
+    unknown = set(split) - used
+    if unknown:
+        measured = _listing(layer.name for layer in layers)
+        raise ConfigurationError(f"`split` names {sorted(unknown)}, which match no measured layer: {measured}.")
+    return views
+
+
+def _attention_slices(attention: nn.Module, attr: str, out: int) -> tuple[dict[str, int] | None, dict[str, int] | None]:
+    """``(parts, heads)`` of a query/key/value projection, read from its attention module; ``(None, None)`` else.
+
+    Recognised: GPT-2's fused ``c_attn`` (query, key, value; key and value in cross-attention) and ``q_attn``,
+    and the ``q_proj``/``k_proj``/``v_proj`` of attention modules that store their ``head_dim`` (Llama and the
+    families built like it; grouped-query key/value projections have fewer heads).
+    """
+    head_dim = getattr(attention, "head_dim", None)
+    if not isinstance(head_dim, int) or head_dim < 1 or out % head_dim:
+        return None, None
+    embed_dim = getattr(attention, "embed_dim", None)
+    if attr == "c_attn" and isinstance(embed_dim, int) and out in (2 * embed_dim, 3 * embed_dim):
+        names = ("q", "k", "v")[-(out // embed_dim) :]  # (query,) key, value, in the order GPT-2 splits them
+        return dict.fromkeys(names, 1), dict.fromkeys(names, embed_dim // head_dim)
+    if attr in ("q_proj", "k_proj", "v_proj", "q_attn"):
+        return None, {"head": out // head_dim}
+    return None, None
 
 
 def _listing(names: Iterable[str], limit: int = 40) -> str:
