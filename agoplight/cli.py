@@ -9,6 +9,7 @@ pictures of the AGOP monitor. ``WANDB_MODE=online`` makes the W&B run online ins
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from agoplight.errors import ConfigurationError
+from agoplight.features import find_views
 
 # Dimensions a DataModule knows and a model needs; a link applies only where both sides have the attribute.
 LINKS = ("input_dim", "output_dim", "input_shape", "vocab_size")
@@ -31,16 +33,37 @@ class AgoplightCLI(LightningCLI):
         for name in LINKS:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
+    run_dir: Path | None = None  # the run folder this CLI made, if it made one
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self._get(self.config_init, "trainer", default={})
         if config.get("logger") is None:
-            run_dir = _new_run_dir(Path(config.get("default_root_dir") or "runs"))
-            kwargs["logger"] = _default_loggers(run_dir)
+            self.run_dir = _new_run_dir(Path(config.get("default_root_dir") or "runs"))
+            kwargs["logger"] = _default_loggers(self.run_dir)
         return super().instantiate_trainer(**kwargs)
+
+    def before_fit(self) -> None:
+        self._check_monitors()
+
+    before_validate = before_test = before_fit
 
     def after_fit(self) -> None:
         if self.trainer.is_global_zero:
             print(run_report(self.trainer))
+
+    def _check_monitors(self) -> None:
+        """Resolve every AGOPMonitor's layers before the run starts: a wrong name then fails at once, and the run
+        folder made for it, still empty, is removed rather than left behind."""
+        from agoplight.callbacks import AGOPMonitor
+
+        try:
+            for callback in self.trainer.callbacks:
+                if isinstance(callback, AGOPMonitor):
+                    find_views(self.model, callback.layers, callback.split)
+        except ConfigurationError:
+            if self.run_dir is not None and self.trainer.is_global_zero:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
 
 
 def _new_run_dir(root: Path) -> Path:
@@ -59,10 +82,9 @@ def _default_loggers(run_dir: Path) -> list[Logger]:
     from lightning.pytorch.loggers import WandbLogger
 
     offline = os.environ.get("WANDB_MODE", "offline") != "online"
-    return [
-        CSVLogger(save_dir=run_dir, name="", version=""),
-        WandbLogger(save_dir=run_dir, project="agoplight", name=run_dir.parent.name, offline=offline),
-    ]
+    csv = CSVLogger(save_dir=run_dir, name="", version="")
+    _ = csv.experiment  # claim the folder while it is empty, before W&B writes into it
+    return [csv, WandbLogger(save_dir=run_dir, project="agoplight", name=run_dir.parent.name, offline=offline)]
 
 
 def run_report(trainer: Trainer) -> str:
@@ -84,7 +106,8 @@ def run_report(trainer: Trainer) -> str:
 
 
 def train(args: list[str] | None = None) -> AgoplightCLI | None:
-    """Run the training CLI; a ``ConfigurationError`` prints its message and exits with status 2."""
+    """Run the training CLI. A bad setting prints one ``error:`` line (the cause, not a traceback) and exits with
+    status 2; an unknown option or a malformed config prints jsonargparse's message the same way."""
     try:
         return AgoplightCLI(
             LightningModule,
@@ -92,13 +115,33 @@ def train(args: list[str] | None = None) -> AgoplightCLI | None:
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
+            parser_kwargs={"exit_on_error": False},
             args=args,
         )
-    except ConfigurationError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:
+        cause = _configuration_error(error)
+        if cause is None and type(error).__name__ != "ArgumentError":  # a real failure: keep its traceback
+            raise
+        print(f"error: {cause or error}", file=sys.stderr)
         sys.exit(2)
 
 
+def _configuration_error(error: BaseException | None) -> ConfigurationError | None:
+    """The ConfigurationError behind ``error``, also when jsonargparse or Lightning wrapped it."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, ConfigurationError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def main() -> None:
-    """``agoplight``: ``agoplight fit --config ...`` trains, like ``python train.py``."""
+    """``agoplight``: ``agoplight fit --config ...`` trains, like ``python train.py``; ``agoplight report RUN_DIR``
+    draws a run folder's HTML report (``agoplight.report``)."""
+    if sys.argv[1:2] == ["report"]:
+        from agoplight.report import main as report
+
+        sys.exit(report(sys.argv[2:]))
     train()

@@ -9,9 +9,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+def run_train(tmp_path: Path, *overrides: str, subcommand: str = "fit") -> subprocess.CompletedProcess:
+    tmp_path.mkdir(exist_ok=True)
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    command = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(ROOT / "configs" / "mlp_digits.yaml")]
+    config = str(ROOT / "configs" / "mlp_digits.yaml")
+    command = [sys.executable, str(ROOT / "train.py"), subcommand, "--config", config]
     command += ["--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false", *overrides]
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
 
@@ -35,9 +37,25 @@ def test_main_command_writes_a_run_folder(tmp_path):
     assert "net.0" in result.stdout + result.stderr  # the end-of-run summary names the layers
 
 
+def test_checkpoints_reload_through_the_cli(tmp_path):
+    assert run_train(tmp_path / "fit", "--trainer.max_epochs", "1").returncode == 0
+    (checkpoint,) = (tmp_path / "fit").glob("*/checkpoints/*.ckpt")
+    result = run_train(tmp_path / "validate", "--ckpt_path", str(checkpoint), subcommand="validate")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "val/acc" in result.stdout
+
+
+def test_bad_settings_are_short_errors(tmp_path):
+    result = run_train(tmp_path, "--trainer.callbacks.init_args.every_n_train_steps", "-3")
+    assert result.returncode == 2
+    assert "error: `every_n_train_steps` must be a positive integer, got -3." in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_wrong_layer_name_is_a_short_error(tmp_path):
     result = run_train(tmp_path, "--trainer.max_epochs", "1", "--trainer.callbacks.init_args.layers", "[fc1]")
     assert result.returncode == 2
+    assert not any(tmp_path.iterdir())  # the run folder made for it is gone
     expected = "error: Layer `fc1` matches no measurable layer of `MLP`. Layers that exist: net.0, net.2, net.4"
     assert expected in result.stderr
     assert "Traceback" not in result.stderr

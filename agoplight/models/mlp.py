@@ -10,6 +10,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from agoplight.errors import ConfigurationError
+from agoplight.models.hparams import save_own_hyperparameters
 from agoplight.models.task import TaskMixin
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -63,7 +64,7 @@ class MLP(TaskMixin, LightningModule):
             raise ConfigurationError(f"`activation` must be one of {sorted(ACTIVATIONS)}, got {activation!r}.")
         if depth < 0 or width < 1:
             raise ConfigurationError(f"`depth` must be >= 0 and `width` >= 1, got depth={depth}, width={width}.")
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        save_own_hyperparameters(self, ignore=("optimizer", "lr_scheduler"))
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
 

@@ -61,7 +61,7 @@ class TaskMixin:
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         x, y = batch
         outputs = self(x)
-        self.log(f"{stage}/loss", self.loss(outputs, y), prog_bar=stage == "val")
+        self.log(f"{stage}/loss", self.loss(outputs, y), prog_bar=stage == "val", sync_dist=True)
         if self.output_dim > 1:
             self.metrics[f"{stage}_acc"](outputs.argmax(-1), y)
             self.log(f"{stage}/acc", self.metrics[f"{stage}_acc"], prog_bar=stage == "val")

@@ -14,6 +14,7 @@ from agoplight.callbacks import AGOPMonitor
 from agoplight.data import LowRankDataModule
 from agoplight.features import agop
 from agoplight.models import MLP
+from tests.helpers import quiet_trainer
 
 
 def datamodule(**kwargs) -> LowRankDataModule:
@@ -25,16 +26,8 @@ def model() -> MLP:
 
 
 def trainer(tmp_path: Path, callbacks: list, **kwargs) -> Trainer:
-    options = dict(
-        max_epochs=2,
-        logger=CSVLogger(tmp_path, name="", version=""),
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        devices=1,
-    )
-    return Trainer(callbacks=callbacks, **{**options, **kwargs})
+    csv = CSVLogger(tmp_path, name="", version="")
+    return quiet_trainer(tmp_path, **{"max_epochs": 2, "logger": csv, "callbacks": callbacks, **kwargs})
 
 
 def probe_inputs(monitor: AGOPMonitor, dm: LowRankDataModule) -> torch.Tensor:
@@ -62,7 +55,7 @@ def test_fit_measures_on_schedule_and_matches_a_direct_computation(tmp_path):
     assert len(monitor._probe_indices) == 100
     direct = agop(net, probe_inputs(monitor, dm), ["net.0", "net.2"])
     for name in direct:
-        torch.testing.assert_close(monitor.last_matrices[name]["agop"], direct[name].cpu())
+        torch.testing.assert_close(monitor.last_matrices[name]["agop"], direct[name].float())  # float32 by default
     saved = torch.load(tmp_path / "agop" / "step_0000008.pt")
     torch.testing.assert_close(saved["matrices"]["net.0"]["agop"], direct["net.0"].float())
     assert set(saved["matrices"]["net.0"]) == {"agop", "nfm", "nfm_delta"}
@@ -74,29 +67,103 @@ def test_validate_and_test_measure_under_inference_mode(tmp_path, entry):
     dm, net = datamodule(), model()
     getattr(trainer(tmp_path, [monitor]), entry)(net, dm)
 
-    assert len(monitor.history) == 1
+    assert monitor.history == []  # the training curve is fit's alone
+    assert sorted(logged(tmp_path, "nfa/net.0/pearson_sqrt")) == [0]
     direct = agop(net, probe_inputs(monitor, dm), ["net.0"])["net.0"]
-    torch.testing.assert_close(monitor.last_matrices["net.0"]["agop"], direct)
+    torch.testing.assert_close(monitor.last_matrices["net.0"]["agop"], direct.float())
+    saved = torch.load(tmp_path / "agop" / f"{entry}_step_0000000.pt")
+    assert saved["stage"] == entry and not (tmp_path / "agop" / "step_0000000.pt").exists()
+
+
+def test_validate_on_a_checkpoint_logs_at_its_step(tmp_path):
+    first = AGOPMonitor(layers=["net.0"], every_n_train_steps=4, probe_size=32)
+    fit = trainer(tmp_path / "fit", [first, ModelCheckpoint(dirpath=tmp_path / "ckpt")], enable_checkpointing=True)
+    fit.fit(model(), datamodule())
+    (checkpoint,) = (tmp_path / "ckpt").glob("*.ckpt")
+
+    monitor = AGOPMonitor(layers=["net.0"], every_n_train_steps=4, probe_size=32)
+    trainer(tmp_path / "eval", [monitor]).validate(model(), datamodule(), ckpt_path=checkpoint)
+    assert sorted(logged(tmp_path / "eval", "nfa/net.0/pearson_sqrt")) == [8]
+    assert (tmp_path / "eval" / "agop" / "validate_step_0000008.pt").exists()
+    assert torch.equal(monitor._probe_indices, first._probe_indices)  # the probe came with the checkpoint
+
+
+def test_validate_without_training_data_says_what_to_pass(tmp_path):
+    dm = datamodule()
+    dm.setup()
+    monitor = AGOPMonitor(layers=["net.0"])
+    with pytest.raises(ConfigurationError, match="this run has none: pass a datamodule"):
+        trainer(tmp_path, [monitor]).validate(model(), dataloaders=dm.val_dataloader())
+
+    after_fit = AGOPMonitor(layers=["net.0"], probe_size=16)
+    fit = trainer(tmp_path / "fit", [after_fit], max_epochs=1)
+    net = model()
+    fit.fit(net, dm.train_dataloader(), dm.val_dataloader())
+    fit.validate(net, dataloaders=dm.val_dataloader())  # the probe drawn during fit serves again
+    assert (tmp_path / "fit" / "agop" / "validate_step_0000004.pt").exists()
 
 
 def test_resume_continues_the_same_curves(tmp_path):
     def run(directory: Path, max_epochs: int, ckpt_path: str | None = None) -> AGOPMonitor:
         torch.manual_seed(len(str(ckpt_path)))  # resumed model starts from other random weights
-        monitor = AGOPMonitor(layers=["net.0"], every_n_train_steps=2, probe_size=50)
+        monitor = AGOPMonitor(layers=["net.0"], every_n_train_steps=3, probe_size=50)
         checkpoint = ModelCheckpoint(dirpath=directory, save_last=True)
         fit = trainer(directory, [monitor, checkpoint], max_epochs=max_epochs, enable_checkpointing=True)
         fit.fit(model_from_seed(0) if ckpt_path is None else model(), datamodule(shuffle=False), ckpt_path=ckpt_path)
         return monitor
 
     whole = run(tmp_path / "whole", max_epochs=4)
-    run(tmp_path / "first", max_epochs=2)
+    run(tmp_path / "first", max_epochs=2)  # stops at step 8, between two measurements
     resumed = run(tmp_path / "second", max_epochs=4, ckpt_path=str(tmp_path / "first" / "last.ckpt"))
 
-    assert [e["step"] for e in resumed.history] == [e["step"] for e in whole.history] == [0, 2, 4, 6, 8, 10, 12, 14, 16]
+    assert [e["step"] for e in resumed.history] == [e["step"] for e in whole.history] == [0, 3, 6, 9, 12, 15, 16]
+    assert sorted(logged(tmp_path / "second", "nfa/net.0/pearson_sqrt")) == [9, 12, 15, 16]  # nothing at 8
     for ours, reference in zip(resumed.history, whole.history, strict=True):
         assert ours.keys() == reference.keys()  # the W - W0 curves continue: W0 came from the checkpoint
         for key, value in reference.items():
             assert ours[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+
+
+def test_the_monitor_does_not_change_training(tmp_path):
+    def weights(callbacks: list) -> torch.Tensor:
+        net = model_from_seed(0)
+        trainer(tmp_path, callbacks, max_epochs=2).fit(net, datamodule())  # shuffled batches
+        return net.net[0].weight.detach().clone()
+
+    assert torch.equal(weights([]), weights([AGOPMonitor(layers=["net.0"], every_n_train_steps=2)]))
+
+
+def test_probe_respects_a_subset_sampler(tmp_path):
+    dm = datamodule()
+    dm.setup()
+    train_part = list(range(0, 128, 2))  # a shared dataset; only the even samples are for training
+    loader = DataLoader(dm.train_set, batch_size=16, sampler=torch.utils.data.SubsetRandomSampler(train_part))
+    monitor = AGOPMonitor(layers=["net.0"], probe_size=40)
+    trainer(tmp_path, [monitor], max_epochs=1).fit(model(), loader)
+    assert set(monitor._probe_indices.tolist()) <= set(train_part) and len(monitor._probe_indices) == 40
+
+
+def test_two_monitors_need_two_names(tmp_path):
+    exact = AGOPMonitor(layers=["net.0"], estimator="exact")
+    sketch = AGOPMonitor(layers=["net.0"], estimator="sketch", name="sketch")
+    trainer(tmp_path, [exact, sketch], max_epochs=1).fit(model(), datamodule())
+    assert logged(tmp_path, "nfa/net.0/pearson_sqrt") and logged(tmp_path, "sketch/nfa/net.0/pearson_sqrt")
+    assert (tmp_path / "agop" / "step_0000004.pt").exists() and (tmp_path / "sketch" / "step_0000004.pt").exists()
+
+    with pytest.raises(RuntimeError, match="state_key` must be unique"):  # Lightning refuses two of one name
+        trainer(tmp_path, [AGOPMonitor(), AGOPMonitor(layers=["net.2"])])
+
+
+@pytest.mark.parametrize("precision", ["32", "64"])
+def test_float64_training(tmp_path, precision):
+    monitor = AGOPMonitor(layers=["net.0"], probe_size=16, precision=precision)
+    net, dm = model(), datamodule()
+    trainer(tmp_path, [monitor], max_epochs=1, precision="64-true").fit(net, dm)
+    dtype = torch.float64 if precision == "64" else torch.float32
+    assert net.net[0].weight.dtype == torch.float64
+    assert monitor.last_matrices["net.0"]["agop"].dtype == dtype
+    direct = agop(net, probe_inputs(monitor, dm).double(), ["net.0"])["net.0"]
+    torch.testing.assert_close(monitor.last_matrices["net.0"]["agop"], direct.to(dtype))
 
 
 def model_from_seed(seed: int) -> MLP:
@@ -118,6 +185,12 @@ def test_wrong_layer_name_fails_at_fit_start_with_the_layers_that_exist(tmp_path
         ({"every_n_train_steps": 0}, "`every_n_train_steps` must be a positive integer, got 0"),
         ({"estimator": "fast"}, "`estimator` must be 'exact' or 'sketch', got 'fast'"),
         ({"measure_on": ["predict"]}, "`measure_on` takes 'fit', 'validate', 'test'; got \\['predict'\\]"),
+        ({"measure_on": "fit", "layers": []}, "`layers` must be a non-empty list of layer names or patterns"),
+        ({"layers": [1]}, "`layers` must be a non-empty list"),
+        ({"top_eigenvalues": -1}, "`top_eigenvalues` must be a non-negative integer, got -1"),
+        ({"save_max_dim": 0}, "`save_max_dim` must be a positive integer, got 0"),
+        ({"split": {"head": {"a": 0}}}, "`split\\['head'\\]` must map suffixes to positive slice counts"),
+        ({"name": "my run"}, "`name` must be letters, digits"),
     ],
 )
 def test_bad_arguments_fail_in_init(kwargs, message):
@@ -132,6 +205,7 @@ class DictBatchModel(LightningModule):
         super().__init__()
         self.encoder = nn.Sequential(nn.Linear(6, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Dropout(0.3))
         self.head = nn.Linear(12, 3)
+        self.spare = nn.Linear(12, 3)  # never called: `layers=None` skips it with a warning
         self.modes: list[bool] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,10 +223,16 @@ class DictBatchModel(LightningModule):
         return DataLoader(data, batch_size=8, shuffle=True)
 
 
+def test_dict_batches_without_forward_fn_get_a_hint(tmp_path):
+    with pytest.raises(ConfigurationError, match=r"keys \['features', 'label'\] failed .* Pass `forward_fn="):
+        trainer(tmp_path, [AGOPMonitor(layers=["head"])], max_epochs=1).fit(DictBatchModel())
+
+
 def test_any_lightning_module_with_a_forward_fn(tmp_path):
     net = DictBatchModel()
     monitor = AGOPMonitor(every_n_train_steps=2, probe_size=16, forward_fn=lambda m, batch: m(batch["features"]))
-    trainer(tmp_path, [monitor], max_epochs=1).fit(net)
+    with pytest.warns(UserWarning, match=r"skipping layers the forward pass does not call: \['spare'\]"):
+        trainer(tmp_path, [monitor], max_epochs=1).fit(net)
 
     assert [view.name for view in monitor.views] == ["encoder.0", "head"]
     assert all(net.modes)  # every training step ran in train mode: the measurements restored it
@@ -160,4 +240,4 @@ def test_any_lightning_module_with_a_forward_fn(tmp_path):
 
     probe = torch.stack([net.train_dataloader().dataset[i]["features"] for i in monitor._probe_indices.tolist()])
     net.eval()  # the monitor measures in eval mode: BatchNorm running statistics, no dropout
-    torch.testing.assert_close(monitor.last_matrices["head"]["agop"], agop(net, probe, ["head"])["head"])
+    torch.testing.assert_close(monitor.last_matrices["head"]["agop"], agop(net, probe, ["head"])["head"].float())

@@ -1,11 +1,11 @@
 import pytest
 import torch
-from lightning.pytorch import Trainer
 from torch import nn
 
 from agoplight import ConfigurationError
 from agoplight.data import LowRankDataModule
 from agoplight.models import MLP
+from tests.helpers import quiet_trainer
 
 
 def test_architecture_options():
@@ -49,14 +49,7 @@ def test_mse_on_class_targets_uses_one_hot():
 def test_regression_learns(tmp_path):
     dm = LowRankDataModule(d=4, n_train=512, n_val=128, batch_size=64)
     net = MLP(input_dim=4, output_dim=1, width=64, loss="mse", optimizer=lambda p: torch.optim.Adam(p, lr=3e-3))
-    trainer = Trainer(
-        max_epochs=15,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_epochs=15)
     trainer.fit(net, dm)
     assert trainer.callback_metrics["val/r2"] > 0.8
 
