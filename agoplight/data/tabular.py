@@ -99,16 +99,11 @@ class TabularDataModule(TensorDataModule):
         return self._splits
 
     def _read(self) -> Any:
-        try:
-            import pandas as pd
-        except ImportError as error:  # pandas is not among agoplight's requirements
-            raise ConfigurationError("TabularDataModule reads files with pandas: `pip install pandas`.") from error
+        import pandas as pd  # imported here: reading tables is this module's business alone
+
         suffix = Path(self.path).suffix.lower()
         options = {"sep": "\t"} if suffix == ".tsv" else {}
-        try:
-            frame = getattr(pd, READERS[suffix])(self.path, **options)
-        except ImportError as error:
-            raise ConfigurationError(f"Reading {self.path!r} needs a Parquet engine: `pip install pyarrow`.") from error
+        frame = getattr(pd, READERS[suffix])(self.path, **options)
         if self.target not in frame.columns:
             raise ConfigurationError(
                 f"`target` {self.target!r} is not a column of {self.path!r}; columns: {list(frame.columns)}."
