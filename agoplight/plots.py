@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 from PIL import Image
 from torch import Tensor
 
@@ -36,6 +36,7 @@ def matrix_panels(matrices: Mapping[str, Tensor], title: str = "") -> Figure:
         ax.set_yticks([])
         colorbar = fig.colorbar(image, cax=fig.add_axes((i * width + 0.83 * width, 0.1, 0.04 * width, 0.66)))
         colorbar.locator = MaxNLocator(4)
+        colorbar.formatter = FormatStrFormatter("%.2g")  # no separate "1e-6" multiplier above the bar
         colorbar.update_ticks()
         colorbar.ax.tick_params(labelsize=7)
     if title:
@@ -85,7 +86,7 @@ def spectrum(matrices: Mapping[str, Tensor], title: str = "") -> Figure:
     faster than matplotlib's log axis, whose tick labels are typeset one by one)."""
     fig = Figure(figsize=(4.2, 3.0), dpi=90)
     ax = fig.subplots()
-    fig.subplots_adjust(left=0.16, right=0.97, bottom=0.15, top=0.9)
+    fig.subplots_adjust(left=0.2, right=0.97, bottom=0.15, top=0.9)
     for name, matrix in matrices.items():
         values = torch.linalg.eigvalsh(matrix.double()).flip(0).clamp_min(0).numpy()
         if values[0] > 0:
