@@ -32,6 +32,10 @@ DIRECT_MAX_POINTS = 20_000
 PREDICT_ELEMENTS = 2**24
 
 
+# Training sets from this size on show a progress bar while the iterative solver runs (minutes per solve).
+LARGE_SOLVE = 20_000
+
+
 @dataclass
 class Iteration:
     """What one RFM iteration produced.
@@ -230,6 +234,7 @@ class RecursiveFeatureMachine:
             rank=self.pcg_rank,
             block_size=self.block_size,
             generator=torch.Generator().manual_seed(self.seed * 1_000_003 + iteration),
+            progress=x.shape[0] >= LARGE_SOLVE,
         )
 
     def agop(self, x: Tensor, coefficients: Tensor, M: Tensor, iteration: int = 0) -> Tensor:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from agoplight.errors import ConfigurationError
 from agoplight.rfm.kernels import Kernel
@@ -154,6 +155,7 @@ def solve_pcg(
     rank: int = 1000,
     block_size: int = 2048,
     generator: torch.Generator | None = None,
+    progress: bool = False,
 ) -> tuple[Tensor, Tensor, SolveInfo]:
     """Conjugate gradients on ``(K + reg I) a = y`` with a Nyström preconditioner, ``K`` never held in memory.
 
@@ -172,6 +174,7 @@ def solve_pcg(
         rank: points of the Nyström preconditioner (0: none).
         block_size: rows of one kernel block.
         generator: draws the preconditioner's points.
+        progress: show a progress bar of the kernel products with the residual (large solves take minutes).
 
     Returns:
         The coefficients ``(n, c)``, the fitted values ``K a`` at the training points (free by-product of the
@@ -190,6 +193,7 @@ def solve_pcg(
     rz = (residual * z).sum(0)
     relative = residual.norm(dim=0) / y_norm
     iterations = 0
+    bar = tqdm(total=max_iters, desc="pcg solve", unit="product", disable=not progress, leave=False)
     while iterations < max_iters and relative.max() > tol:
         product = kernel_matvec(kernel, x, M, direction, reg, block_size)  # (n, c)
         curvature = (direction * product).sum(0)
@@ -199,12 +203,15 @@ def solve_pcg(
         iterations += 1
         relative = residual.norm(dim=0) / y_norm
         log.debug("pcg iteration %d: relative residual %.3g", iterations, relative.max().item())
+        bar.set_postfix(residual=f"{relative.max().item():.2e}", tol=f"{tol:g}")
+        bar.update()
 
         z = precondition(residual)
         rz_next = (residual * z).sum(0)
         direction = z + torch.where(rz > 0, rz_next / rz, 0.0) * direction
         rz = rz_next
 
+    bar.close()
     if relative.max() > tol:
         log.info("pcg stopped after %d iterations at relative residual %.3g (tol %g)", iterations, relative.max(), tol)
     fitted = y - residual - reg * a  # K a, since (K + reg I) a = y - residual
