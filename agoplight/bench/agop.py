@@ -10,8 +10,8 @@
 - ``torch.func.vmap(jacrev)`` per-sample Jacobians w.r.t. all three layers' inputs with their outer products,
   and a Python loop of the same per-sample ``jacrev`` (timed on ``--loop-samples`` samples, scaled);
 
-and the same measurement-versus-training ratios for the digits convnet and, where the language-model module
-exists, the tiny GPT. Every figure is the median of ``--repeats`` runs after a warm-up.
+and the same measurement-versus-training ratios for the digits convnet and the tiny GPT of
+``configs/gpt_bytes.yaml``. Every figure is the median of ``--repeats`` runs after a warm-up.
 """
 
 from __future__ import annotations
@@ -40,10 +40,12 @@ def timed(fn: Callable[[], object], repeats: int) -> float:
 
 
 def training_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    """One Adam step on cross-entropy; logits of shape ``(B, T, V)`` are flattened over tokens."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def step() -> None:
-        loss = nn.functional.cross_entropy(model(x), y)
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -132,6 +134,29 @@ def convnet_rows(repeats: int) -> list[tuple[str, float]]:
     return rows
 
 
+def gpt_rows(repeats: int) -> list[tuple[str, float]]:
+    """The model of ``configs/gpt_bytes.yaml`` (``python -m agoplight.bench.lm`` has the memory and the monitor)."""
+    from agoplight.bench.lm import SIZES, batches
+    from agoplight.models import CausalLM
+
+    sizes = dict(SIZES["gpt_bytes"])
+    batch_size = sizes.pop("batch_size")
+    torch.manual_seed(0)
+    model = CausalLM(**sizes)
+    [(x, y)] = batches("gpt_bytes", sizes["vocab_size"], sizes["block_size"], batch_size, batch_size)
+    layers = ["net.transformer.h.*"]
+    generator = torch.Generator().manual_seed(0)
+
+    def sketch() -> None:
+        agop(model, x, layers, estimator="sketch", num_projections=16, chunk_size=4, generator=generator)
+
+    tokens = f"{batch_size} x {sizes['block_size']} tokens"
+    return [
+        (f"tiny GPT: training step ({tokens})", timed(training_step(model, x, y), repeats)),
+        (f"tiny GPT: sketch AGOP (k=16), 24 projections, probe {tokens}", timed(sketch, repeats)),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -161,9 +186,11 @@ def main() -> None:
     print(f"  Python loop / exact              {loop / exact:6.1f}   (target >= 5)")
     print(f"  sketch / its lower bound         {sketch / sketch_bound:6.2f}   (target <= 1.5)")
 
-    print()
-    for name, seconds in convnet_rows(args.repeats):
-        print(f"{name:<{width}} {seconds:9.3f}")
+    for other in (convnet_rows(args.repeats), gpt_rows(args.repeats)):
+        print()
+        step = other[0][1]
+        for name, seconds in other:
+            print(f"{name:<{width}} {seconds:9.3f} {seconds / step:8.2f}")
 
 
 if __name__ == "__main__":

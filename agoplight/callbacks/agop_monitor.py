@@ -101,13 +101,13 @@ class AGOPMonitor(Callback):
 
     Example::
 
-        trainer = Trainer(callbacks=[AGOPMonitor(layers=["net.0"], every_n_train_steps=50)])
+        trainer = Trainer(callbacks=[AGOPMonitor(layers=["net.0"], every_n_train_steps=100)])
     """
 
     def __init__(
         self,
         layers: Sequence[str] | None = None,
-        every_n_train_steps: int = 50,
+        every_n_train_steps: int = 100,
         probe_size: int = 512,
         probe_batch_size: int = 512,
         seed: int = 0,
