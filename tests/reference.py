@@ -57,26 +57,37 @@ def brute_force_agop(
     inputs: Tensor,
     layer: nn.Module,
     forward: Callable[[nn.Module, Tensor], Tensor] = lambda model, x: model(x),
+    out: slice | None = None,
 ) -> Tensor:
     """``mean over samples, sum over positions of J_p^T J_p``, ``J_p`` the Jacobian of all outputs of one sample
-    w.r.t. the layer's input patch at position ``p``; one ``jacrev`` per sample."""
-    terms = [_sample_agop(model, inputs[i : i + 1], layer, forward) for i in range(inputs.shape[0])]
+    w.r.t. the layer's input patch at position ``p``; one ``jacrev`` per sample.
+
+    With ``out``, only the output channels ``out`` are recomputed from the input (the others keep their recorded
+    values): the AGOP of that view of the layer, e.g. the query third of a fused attention projection."""
+    terms = [_sample_agop(model, inputs[i : i + 1], layer, forward, out) for i in range(inputs.shape[0])]
     return torch.stack(terms).mean(0)
 
 
-def _sample_agop(model: nn.Module, x: Tensor, layer: nn.Module, forward: Callable) -> Tensor:
+def _sample_agop(model: nn.Module, x: Tensor, layer: nn.Module, forward: Callable, out: slice | None) -> Tensor:
     seen: dict[str, Any] = {}
 
-    def record(module: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
-        seen["h"], seen["shape"] = args[0].detach(), out.shape
+    def record(module: nn.Module, args: tuple[Tensor, ...], z: Tensor) -> None:
+        seen["h"], seen["z"] = args[0].detach(), z.detach()
 
     handle = layer.register_forward_hook(record)
     with torch.no_grad():
         forward(model, x)
     handle.remove()
+    recorded = seen["z"]
 
     def outputs(u: Tensor) -> Tensor:
-        handle = layer.register_forward_hook(lambda m, a, o: from_patches(layer, u, seen["shape"]))
+        def replace(module: nn.Module, args: Any, z: Tensor) -> Tensor:
+            fresh = from_patches(layer, u, recorded.shape)
+            if out is None:
+                return fresh
+            return torch.cat([recorded[..., : out.start], fresh[..., out], recorded[..., out.stop :]], dim=-1)
+
+        handle = layer.register_forward_hook(replace)
         try:
             return forward(model, x).reshape(-1)
         finally:

@@ -2,34 +2,26 @@
 
 import importlib
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import torch
 from torch import Tensor, nn
-from torch.func import jacrev
 
 from agoplight import ConfigurationError
 from agoplight.features import agop, find_layers, find_views, nfm_of
 from agoplight.features.layers import TransposedWeightLayer
-from tests.reference import brute_force_agop, from_patches, to_patches
+from tests.reference import brute_force_agop
 
 transformers = pytest.importorskip("transformers")
 # jacrev (functorch's vmap) has no batching rule for the CPU flash-attention backward and loops instead: slow, exact
-pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 DTYPE = torch.float64
 VOCAB, TOKENS = 24, 5
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from threads, and on a shared CPU waiting threads cost much."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def forward(model: nn.Module, x: Tensor) -> Tensor:
@@ -57,40 +49,10 @@ def tokens(n: int = 3) -> Tensor:
     return torch.randint(0, VOCAB, (n, TOKENS))
 
 
-def brute_force_view_agop(model: nn.Module, x: Tensor, layer: nn.Module, out: slice) -> Tensor:
-    """Per-sample ``jacrev`` w.r.t. the layer input through the output channels ``out`` alone: the other channels
-    keep their recorded values, so only this view's path from the input to the outputs is differentiated."""
-    return torch.stack([_sample_view_agop(model, x[i : i + 1], layer, out) for i in range(x.shape[0])]).mean(0)
-
-
-def _sample_view_agop(model: nn.Module, x: Tensor, layer: nn.Module, out: slice) -> Tensor:
-    seen: dict[str, Tensor] = {}
-    handle = layer.register_forward_hook(lambda m, a, z: seen.update(h=a[0].detach(), z=z.detach()))
-    with torch.no_grad():
-        forward(model, x)
-    handle.remove()
-    recorded = seen["z"]
-
-    def outputs(u: Tensor) -> Tensor:
-        def replace(module: nn.Module, args: Any, z: Tensor) -> Tensor:
-            fresh = from_patches(layer, u, recorded.shape)
-            return torch.cat([recorded[..., : out.start], fresh[..., out], recorded[..., out.stop :]], dim=-1)
-
-        handle = layer.register_forward_hook(replace)
-        try:
-            return forward(model, x).reshape(-1)
-        finally:
-            handle.remove()
-
-    jac = jacrev(outputs)(to_patches(layer, seen["h"]))  # (C, positions, in)
-    return torch.einsum("cpi,cpj->ij", jac, jac)
-
-
 def reference(model: nn.Module, x: Tensor, view: Any) -> Tensor:
     """Brute-force AGOP of a view: the whole-layer reference when the view is the whole layer."""
-    if view.out == slice(0, view.layer.weight().shape[0]):
-        return brute_force_agop(model, x, view.layer.module, forward)
-    return brute_force_view_agop(model, x, view.layer.module, view.out)
+    whole = view.out == slice(0, view.layer.weight().shape[0])
+    return brute_force_agop(model, x, view.layer.module, forward, out=None if whole else view.out)
 
 
 def assert_matches_brute_force(model: nn.Module, x: Tensor, names: list[str], split: Any = None) -> list[str]:
