@@ -1,4 +1,5 @@
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -241,3 +242,49 @@ def test_any_lightning_module_with_a_forward_fn(tmp_path):
     probe = torch.stack([net.train_dataloader().dataset[i]["features"] for i in monitor._probe_indices.tolist()])
     net.eval()  # the monitor measures in eval mode: BatchNorm running statistics, no dropout
     torch.testing.assert_close(monitor.last_matrices["head"]["agop"], agop(net, probe, ["head"])["head"].float())
+
+
+def test_tensorboard_gets_the_scalars_and_the_pictures(tmp_path):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    monitor = AGOPMonitor(layers=["net.0"], every_n_train_steps=4, log_images="all")
+    logger = TensorBoardLogger(tmp_path, name="", version="")
+    quiet_trainer(tmp_path, max_epochs=2, logger=logger, callbacks=[monitor]).fit(model(), datamodule())
+
+    events = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    steps = [event.step for event in events.Scalars("nfa/net.0/pearson_sqrt")]
+    assert steps == [0, 4, 8]
+    assert "agop/net.0/effective_rank" in events.Tags()["scalars"]
+    for picture in ("matrices", "spectrum"):
+        images = events.Images(f"pictures/net.0/{picture}")
+        assert [image.step for image in images] == [0, 4, 8] and images[0].width > 100
+    assert list((tmp_path / "images" / "pictures" / "net.0" / "matrices").glob("step_*.png"))
+
+
+def test_wandb_offline_run_holds_the_step_axis_pictures_and_table(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    from lightning.pytorch.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monitor = AGOPMonitor(layers=["net.0"], every_n_train_steps=4)
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True)
+    quiet_trainer(tmp_path, max_epochs=2, logger=logger, callbacks=[monitor]).fit(model(), datamodule())
+    logger.experiment.finish()
+
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    media = run / "files" / "media"
+    for picture in ("matrices", "spectrum"):  # eigenvectors are drawn for image inputs only
+        assert list((media / "images" / "pictures" / "net.0").glob(f"{picture}_*.png")), picture
+    (table,) = (media / "table" / "nfa").glob("table_*.table.json")
+    content = json.loads(table.read_text())
+    assert content["columns"][:2] == ["step", "layer"] and len(content["data"]) == 3  # steps 0, 4 and 8
+
+    # The run file is W&B's binary record log: the step axis definitions stand in it as plain strings; a step that
+    # went backwards would have been dropped, with W&B's warning in the run's logs.
+    data = next(run.glob("*.wandb")).read_bytes()
+    assert b"nfa/*" in data and b"agop/*" in data and b"trainer/global_step" in data
+    logs = "".join(path.read_text(errors="replace") for path in run.rglob("*.log"))
+    assert "ignoring partial history record" not in logs and "less than the current step" not in logs
+    assert "handler" in logs  # the internal log that would hold the warning is there
