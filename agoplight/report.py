@@ -203,6 +203,11 @@ def _network_sections(run: RunFolder, matrices: dict[int, dict[str, dict[str, Te
             page.add(f"<h3>Step {step}</h3>")
             if layer not in entry:
                 reason = f"not in {run.files[step].name} (the monitor saves no layer wider than its save_max_dim)"
+            elif not all(torch.isfinite(matrix).all() for matrix in entry[layer].values()):
+                reason = f"its matrices in {run.files[step].name} are not finite (the model diverged?)"
+            else:
+                reason = ""
+            if reason:
                 page.add(f"<p class='note'>Not drawn: {reason}.</p>")
                 page.skip(f"Matrices of {layer} at step {step}: {reason}.")
                 continue

@@ -153,6 +153,20 @@ def test_network_report(network_run, network_report, tmp_path):
         build_report(network_run, tmp_path / "bad", steps=[7])
 
 
+def test_report_skips_matrices_that_are_not_finite(network_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(network_run, run)
+    saved = torch.load(run / "agop" / "step_0000017.pt")
+    saved["matrices"]["net.2"]["agop"][0, 0] = float("nan")
+    torch.save(saved, run / "agop" / "step_0000017.pt")
+
+    report = build_report(run)
+    names = {path.name for path in report.images}
+    assert "matrices_net.0_step0000017.png" in names and "matrices_net.2_step0000017.png" not in names
+    reason = "Matrices of net.2 at step 17: its matrices in step_0000017.pt are not finite (the model diverged?)."
+    assert reason in report.skipped
+
+
 def test_rfm_report(rfm_report):
     report = rfm_report
     names = {path.name for path in report.images}

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from lightning.pytorch import Trainer
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -67,9 +68,12 @@ def measurement_pictures(
 ) -> dict[str, np.ndarray]:
     """Per layer: AGOP and NFM heatmaps, their spectra, and the AGOP's top eigenvectors where they are pictures
     (``shapes[layer]``: the input image for a first linear layer, ``(c_in, k, k)`` for a convolution). Drawn with
-    ``agoplight.raster``: milliseconds each, so that pictures do not weigh on training."""
+    ``agoplight.raster``: milliseconds each, so that pictures do not weigh on training. Layers whose matrices are
+    not finite (a diverged model) are left out."""
     pictures = {}
     for name, entry in matrices.items():
+        if not all(torch.isfinite(matrix).all() for matrix in entry.values()):
+            continue
         pictures[f"{prefix}pictures/{name}/matrices"] = heatmaps(entry, f"{name}, step {step}")
         pictures[f"{prefix}pictures/{name}/spectrum"] = spectrum_plot(entry, f"{name}, step {step}")
         if shapes.get(name) is not None:

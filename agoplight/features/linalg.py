@@ -14,7 +14,8 @@ __all__ = ["Spectrum", "effective_rank", "eigenvalues", "psd_power"]
 class Spectrum:
     """One symmetric eigendecomposition of a PSD matrix, reused for its powers, eigenvalues and effective rank.
 
-    Eigenvalues are clamped at 0: round-off makes some slightly negative.
+    Eigenvalues are clamped at 0: round-off makes some slightly negative. A matrix with NaN or infinite entries
+    (a diverged model) has NaN eigenvalues and vectors, so that everything drawn from it is NaN, not an error.
     """
 
     values: Tensor  # (d,), ascending
@@ -22,6 +23,8 @@ class Spectrum:
 
     @classmethod
     def of(cls, matrix: Tensor) -> Spectrum:
+        if not torch.isfinite(matrix).all():
+            return cls(matrix.new_full(matrix.shape[:1], float("nan")), torch.full_like(matrix, float("nan")))
         values, vectors = torch.linalg.eigh(matrix)
         return cls(values.clamp_min(0), vectors)
 
@@ -41,8 +44,8 @@ class Spectrum:
         Between 1 (one direction) and the dimension (isotropic); 0 for the zero matrix.
         """
         total = self.values.sum()
-        if total <= 0:
-            return total.new_zeros(())
+        if not total > 0:  # the zero matrix, or NaN
+            return total if total.isnan() else total.new_zeros(())
         p = self.values / total
         return torch.exp(-torch.special.xlogy(p, p).sum())
 
@@ -53,10 +56,12 @@ def psd_power(matrix: Tensor, alpha: float) -> Tensor:
 
 
 def eigenvalues(matrix: Tensor) -> Tensor:
-    """Eigenvalues of a symmetric matrix in descending order, clamped at 0."""
+    """Eigenvalues of a symmetric matrix in descending order, clamped at 0 (NaN for a non-finite matrix)."""
+    if not torch.isfinite(matrix).all():
+        return matrix.new_full(matrix.shape[:1], float("nan"))
     return torch.linalg.eigvalsh(matrix).flip(0).clamp_min(0)
 
 
 def effective_rank(matrix: Tensor) -> Tensor:
     """Entropy effective rank of a PSD matrix (see ``Spectrum.effective_rank``)."""
-    return Spectrum(torch.linalg.eigvalsh(matrix).clamp_min(0), torch.empty(0)).effective_rank()
+    return Spectrum(eigenvalues(matrix).flip(0), torch.empty(0)).effective_rank()

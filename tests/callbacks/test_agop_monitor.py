@@ -288,3 +288,16 @@ def test_wandb_offline_run_holds_the_step_axis_pictures_and_table(tmp_path, monk
     logs = "".join(path.read_text(errors="replace") for path in run.rglob("*.log"))
     assert "ignoring partial history record" not in logs and "less than the current step" not in logs
     assert "handler" in logs  # the internal log that would hold the warning is there
+
+
+def test_a_diverging_model_logs_nan_and_training_goes_on(tmp_path):
+    monitor = AGOPMonitor(layers=["net.0"], every_n_train_steps=2, log_images="all")
+    net = MLP(input_dim=6, output_dim=1, depth=2, width=16, loss="mse", optimizer=lambda p: torch.optim.SGD(p, lr=1e12))
+    with pytest.warns(UserWarning, match="net.0 are not finite .* diverged"):
+        trainer(tmp_path, [monitor], max_epochs=1).fit(net, datamodule())
+
+    values = logged(tmp_path, "nfa/net.0/pearson_sqrt")
+    assert sorted(values) == [0, 2, 4] and values[0] == values[0]  # finite before the first step
+    assert values[4] != values[4]  # NaN once the weights blew up
+    assert list((tmp_path / "images" / "pictures" / "net.0" / "matrices").glob("step_0000000.png"))
+    assert not list((tmp_path / "images" / "pictures" / "net.0" / "matrices").glob("step_0000004.png"))

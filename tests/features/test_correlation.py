@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from agoplight.features import cosine, effective_rank, nfa_correlations, nfm, pearson, psd_power
+from agoplight.features import Spectrum, cosine, effective_rank, nfa_correlations, nfm, pearson, psd_power
 
 
 def random_psd(d: int, seed: int) -> torch.Tensor:
@@ -26,6 +26,14 @@ def test_psd_power_matches_numpy_and_clamps_negative_eigenvalues():
 
     almost = torch.diag(torch.tensor([4.0, 1.0, -1e-9], dtype=torch.float64))  # round-off below zero
     torch.testing.assert_close(psd_power(almost, 0.5), torch.diag(torch.tensor([2.0, 1.0, 0.0], dtype=torch.float64)))
+
+
+def test_spectrum_of_a_non_finite_matrix_is_nan():
+    matrix = torch.eye(3)
+    matrix[0, 1] = float("inf")
+    spectrum = Spectrum.of(matrix)
+    assert spectrum.values.isnan().all() and spectrum.power(0.5).isnan().all()
+    assert spectrum.effective_rank().isnan() and effective_rank(matrix).isnan()
 
 
 def test_effective_rank():
