@@ -69,7 +69,8 @@ class Layer:
                 ``<layer>.<suffix><i>`` (``n == 1`` drops the index).
 
         Raises:
-            ConfigurationError: ``"heads"`` for a layer that is no recognised attention projection.
+            ConfigurationError: ``"heads"`` for a layer that is no recognised attention projection; slices that do
+                not cut the output channels into equal, non-empty parts.
         """
         out = self.weight().shape[0]
         if self.groups > 1:
@@ -88,6 +89,15 @@ class Layer:
         if not split:
             return [View(self.name, self, slice(0, out))]
 
+        counts = list(split.values())
+        if any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in counts) or (
+            out % len(split) or any((out // len(split)) % n for n in counts)
+        ):
+            raise ConfigurationError(
+                f"`split` for `{self.name}` is {split}, which does not cut its {out} output channels into equal "
+                f"parts: each of the {len(split)} suffixes owns {out}/{len(split)} channels, cut into its count of "
+                "equal slices. Choose counts that divide them, or {} for the whole layer."
+            )
         part = out // len(split)  # each suffix owns an equal part of the outputs, e.g. q, k, v of a fused layer
         views = []
         for p, (suffix, n) in enumerate(split.items()):
@@ -195,8 +205,10 @@ def find_layers(model: nn.Module, names: Sequence[str] | None = None) -> list[La
         for pattern in names:
             matches = [name for name in available if fnmatch.fnmatchcase(name, pattern)]
             if not matches:
+                module = dict(model.named_modules()).get(pattern)
+                kind = "" if module is None else f" (it is a `{type(module).__name__}`, which has no weight to measure)"
                 raise ConfigurationError(
-                    f"Layer `{pattern}` matches no measurable layer of `{type(model).__name__}`. "
+                    f"Layer `{pattern}` matches no measurable layer of `{type(model).__name__}`{kind}. "
                     f"Layers that exist: {_listing(available)}."
                 )
             chosen.extend(name for name in matches if name not in chosen)

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from agoplight import ConfigurationError
-from agoplight.features import agop, find_layers
+from agoplight.features import agop, find_layers, find_views
 from agoplight.features.agop import input_space
 from tests.reference import brute_force_agop
 
@@ -154,6 +154,17 @@ def test_under_inference_mode_and_frozen_weights():
 def test_unknown_layer_lists_the_layers_that_exist():
     with pytest.raises(ConfigurationError, match=r"Layer `fc1` matches no measurable layer.*0, 2, 4"):
         agop(mlp(), torch.randn(2, 5, dtype=DTYPE), ["fc1"])
+
+
+def test_a_module_that_is_no_layer_is_named_by_its_type():
+    with pytest.raises(ConfigurationError, match=r"Layer `1` .*\(it is a `Tanh`, which has no weight to measure\)"):
+        agop(mlp(), torch.randn(2, 5, dtype=DTYPE), ["1"])
+
+
+@pytest.mark.parametrize("split", [{"a": 3}, {"a": 0}, {"a": 1, "b": 1, "c": 1}])
+def test_split_into_unequal_parts_is_refused(split):
+    with pytest.raises(ConfigurationError, match="does not cut its 4 output channels into equal parts"):
+        find_views(mlp(), ["4"], {"4": split})
 
 
 def test_patterns_select_layers():
