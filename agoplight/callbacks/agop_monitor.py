@@ -132,7 +132,7 @@ class AGOPMonitor(Callback):
             ("num_projections", num_projections),
             ("chunk_size", chunk_size),
         ):
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigurationError(f"`{option}` must be a positive integer, got {value!r}.")
         if estimator not in ("exact", "sketch", "auto"):
             raise ConfigurationError(

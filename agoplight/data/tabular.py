@@ -72,6 +72,12 @@ class TabularDataModule(TensorDataModule):
         self.numeric = list(numeric) if numeric is not None else None
         self.categorical = list(categorical) if categorical is not None else None
         self.drop = list(drop)
+        for kind, columns in (("numeric", self.numeric), ("categorical", self.categorical), ("drop", self.drop)):
+            if columns and target in columns:
+                raise ConfigurationError(
+                    f"The target {target!r} is also listed in `{kind}`: as a feature it would give the answer away. "
+                    f"Remove it from `{kind}`."
+                )
         self.task = task
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
@@ -118,8 +124,7 @@ class TabularDataModule(TensorDataModule):
         from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
         rest = [c for c in frame.columns if c != self.target and c not in self.drop]
-        numeric = self.numeric if self.numeric is not None else []
-        categorical = self.categorical if self.categorical is not None else []
+        numeric, categorical = list(self.numeric or []), list(self.categorical or [])
         for column in rest:
             if column not in numeric and column not in categorical:
                 usable = is_numeric_dtype(frame[column]) and not is_bool_dtype(frame[column])

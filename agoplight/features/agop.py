@@ -67,8 +67,16 @@ def default_forward(model: nn.Module, batch: Any) -> Tensor:
                 f"Calling `{type(model).__name__}(**batch)` with the batch's keys {sorted(inputs)} failed ({error}). "
                 "Pass `forward_fn=lambda model, batch: model(batch[...])` to say how the model takes a batch."
             ) from error
-    else:
+    elif isinstance(batch, Tensor):
         out = model(batch)
+    else:
+        try:
+            out = model(batch)
+        except (TypeError, AttributeError) as error:  # e.g. a dataclass or custom batch object
+            raise ConfigurationError(
+                f"Calling `{type(model).__name__}` on a batch of type `{type(batch).__name__}` failed ({error}). "
+                "Pass `forward_fn=lambda model, batch: model(batch.<inputs>)` to say how the model takes a batch."
+            ) from error
 
     if isinstance(out, Tensor):
         return out
@@ -334,6 +342,11 @@ class UnusedLayersError(ConfigurationError):
 def _check_logits(logits: Tensor, outputs: dict[str, list[Tensor]]) -> None:
     if not isinstance(logits, Tensor) or not torch.is_floating_point(logits):
         raise ConfigurationError("`forward_fn` must return the model's floating-point outputs (logits).")
+    if logits.dim() == 0:
+        raise ConfigurationError(
+            "The forward pass returned a single number (a loss?); the AGOP needs the outputs of each sample, shaped "
+            "(batch, ...). Make `forward_fn` return the model's logits, not the loss."
+        )
     unused = [name for name, zs in outputs.items() if not zs]
     if unused:
         raise UnusedLayersError(unused)

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.utils.validation import check_is_fitted, check_X_y, validate_data
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import Tensor
 
 from agoplight.errors import ConfigurationError
@@ -70,25 +71,27 @@ class _RFMEstimator(BaseEstimator):
             raise ConfigurationError(f"`iters` must be an integer >= 0, got {self.iters!r}.")
         if not 0 <= self.validation_fraction < 1:
             raise ConfigurationError(f"`validation_fraction` must be in [0, 1), got {self.validation_fraction!r}.")
-        X, y = check_X_y(X, y, dtype=np.float64, multi_output=True, y_numeric=False)
-        validate_data(self, X, reset=True, skip_check_array=True)
+        X, y = validate_data(self, X, y, reset=True, dtype=np.float64, multi_output=True, y_numeric=False)
+        X = np.require(X, requirements="W")  # a DataFrame's values may be read-only; torch wants writable memory
         powers = (0.5, 1.0) if self.agop_power == "auto" else (self.agop_power,)
         machines = {power: self._machine(power) for power in powers}
         machine = machines[powers[0]]
 
         targets = self._encode_targets(y)
-        if eval_set is None and self.validation_fraction > 0:
+        validation = None
+        if eval_set is not None:
+            X_val, y_val = validate_data(
+                self, *eval_set, reset=False, dtype=np.float64, multi_output=True, y_numeric=False
+            )
+            validation = (torch.as_tensor(np.require(X_val, requirements="W")), y_val)
+        elif self.validation_fraction > 0:
             order = np.random.default_rng(self.random_state).permutation(len(X))
             held = order[: max(1, round(len(X) * self.validation_fraction))]
             kept = order[len(held) :]
-            eval_set = (X[held], y[held])
+            validation = (torch.as_tensor(X[held]), y[held])
             X, targets = X[kept], targets[kept]
         x = torch.as_tensor(X)
         centers = x.to(machine.dtype_for(len(x)))
-        validation = None
-        if eval_set is not None:
-            X_val, y_val = check_X_y(*eval_set, dtype=np.float64, multi_output=True, y_numeric=False)
-            validation = (torch.as_tensor(X_val), y_val)
 
         self.history_: list[dict[str, float]] = []
         best: tuple[tuple[float, ...], int, float, Tensor, Tensor] | None = None
@@ -150,7 +153,7 @@ class _RFMEstimator(BaseEstimator):
     def _outputs(self, X: Any) -> Tensor:
         """The kernel machine's raw outputs for ``X``, ``(m, c)``."""
         check_is_fitted(self, "coefficients_")
-        X = validate_data(self, X, dtype=np.float64, reset=False)
+        X = np.require(validate_data(self, X, dtype=np.float64, reset=False), requirements="W")
         return self.machine_.predict(torch.as_tensor(X), self.centers_, self.coefficients_, self.M_)
 
     @property
@@ -224,6 +227,11 @@ class RFMClassifier(ClassifierMixin, _RFMEstimator):
     def _encode_targets(self, y: np.ndarray) -> Tensor:
         if y.ndim != 1:
             raise ConfigurationError(f"RFMClassifier takes one label per sample, got targets of shape {y.shape}.")
+        if type_of_target(y) not in ("binary", "multiclass"):
+            raise ConfigurationError(
+                f"RFMClassifier needs class labels, got {type_of_target(y)} targets (e.g. {y[:3].tolist()}); "
+                "use RFMRegressor for real-valued targets."
+            )
         self.classes_, codes = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise ConfigurationError(f"RFMClassifier needs at least 2 classes, got {self.classes_.tolist()}.")

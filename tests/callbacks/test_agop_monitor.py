@@ -192,6 +192,7 @@ def test_wrong_layer_name_fails_at_fit_start_with_the_layers_that_exist(tmp_path
         ({"save_max_dim": 0}, "`save_max_dim` must be a positive integer, got 0"),
         ({"split": {"head": {"a": 0}}}, "`split\\['head'\\]` must map suffixes to positive slice counts"),
         ({"name": "my run"}, "`name` must be letters, digits"),
+        ({"every_n_train_steps": True}, "`every_n_train_steps` must be a positive integer, got True"),
     ],
 )
 def test_bad_arguments_fail_in_init(kwargs, message):

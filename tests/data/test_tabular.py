@@ -67,6 +67,10 @@ def test_auto_task_picks_classes_for_few_integers_and_strings(tmp_path):
         ),
         (lambda p: TabularDataModule(str(p / "pairs.csv"), target="fitness", numeric=["gene"]).input_dim, "not in"),
         (lambda p: TabularDataModule(str(p / "pairs.csv"), target="interaction", val_fraction=0.9), "sum below 1"),
+        (
+            lambda p: TabularDataModule(str(p / "pairs.csv"), target="interaction", categorical=["interaction"]),
+            "The target 'interaction' is also listed in `categorical`: .* give the answer away",
+        ),
     ],
 )
 def test_bad_settings(tmp_path, make, message):

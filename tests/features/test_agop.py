@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -165,6 +167,19 @@ def test_a_module_that_is_no_layer_is_named_by_its_type():
 def test_split_into_unequal_parts_is_refused(split):
     with pytest.raises(ConfigurationError, match="does not cut its 4 output channels into equal parts"):
         find_views(mlp(), ["4"], {"4": split})
+
+
+def test_batches_the_model_cannot_take_and_losses_ask_for_a_forward_fn():
+    @dataclasses.dataclass
+    class Batch:
+        inputs: torch.Tensor
+
+    net, x = mlp(), torch.randn(2, 5, dtype=DTYPE)
+    with pytest.raises(ConfigurationError, match=r"batch of type `Batch` failed .* Pass `forward_fn="):
+        agop(net, [Batch(x)])
+    assert agop(net, [Batch(x)], forward_fn=lambda model, batch: model(batch.inputs))["0"].shape == (5, 5)
+    with pytest.raises(ConfigurationError, match=r"returned a single number \(a loss\?\)"):
+        agop(net, x, forward_fn=lambda model, batch: model(batch).sum())
 
 
 def test_patterns_select_layers():

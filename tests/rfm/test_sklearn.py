@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -79,3 +81,21 @@ def test_bad_settings(model, message):
 def test_single_class_is_refused():
     with pytest.raises(ConfigurationError, match="needs at least 2 classes"):
         RFMClassifier().fit(np.zeros((5, 2)), np.ones(5))
+
+
+def test_real_valued_labels_are_refused_by_the_classifier():
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    with pytest.raises(ConfigurationError, match="needs class labels, got continuous targets.*use RFMRegressor"):
+        RFMClassifier(iters=1).fit(X, X[:, 0])
+
+
+def test_data_frames_keep_their_column_names():
+    X, y = load_wine(return_X_y=True, as_frame=True)
+    model = make_pipeline(StandardScaler(), RFMClassifier(iters=1)).set_output(transform="pandas").fit(X, y)
+    rfm = model[-1]
+    assert list(rfm.feature_names_in_) == list(X.columns)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "X has feature names, but ... was fitted without feature names"
+        assert (model.predict(X) == y).mean() > 0.95
+    with pytest.raises(ValueError, match="feature names"):
+        rfm.predict(X.rename(columns={"alcohol": "ethanol"}))
