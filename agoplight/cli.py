@@ -97,12 +97,22 @@ def run_report(trainer: Trainer) -> str:
             run = logger.experiment
             if getattr(run, "offline", False) or getattr(run.settings, "mode", "") == "offline":
                 lines.append(f"  W&B (offline):  {run.dir.rsplit('/files', 1)[0]}")
-                lines.append(f"  upload with:    wandb sync {run.dir.rsplit('/files', 1)[0]}")
+                lines.append(f"  upload with:    {_wandb_command()} sync {run.dir.rsplit('/files', 1)[0]}")
             else:
                 lines.append(f"  W&B:            {run.url}")
     if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path:
         lines.append(f"  checkpoint:     {trainer.checkpoint_callback.best_model_path}")
     return "\n".join(lines)
+
+
+def _wandb_command() -> str:
+    """``wandb`` when it is on the PATH as this Python's; otherwise the path of the one beside this Python (a
+    virtualenv that is not activated, e.g. ``.venv/bin/wandb``)."""
+    beside = Path(sys.executable).with_name("wandb")
+    if not beside.exists() or shutil.which("wandb") == str(beside):
+        return "wandb"
+    relative = os.path.relpath(beside)
+    return str(beside) if relative.startswith("..") else relative
 
 
 def train(args: list[str] | None = None) -> AgoplightCLI | None:
@@ -140,6 +150,9 @@ def _configuration_error(error: BaseException | None) -> ConfigurationError | No
 def main() -> None:
     """``agoplight``: ``agoplight fit --config ...`` trains, like ``python train.py``; ``agoplight report RUN_DIR``
     draws a run folder's HTML report (``agoplight.report``)."""
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print("usage: agoplight report RUN_DIR [--help]   draw a run folder's HTML report")
+        print("   or: agoplight {fit,validate,test,predict} --config CONFIG ...   train and evaluate (below)\n")
     if sys.argv[1:2] == ["report"]:
         from agoplight.report import main as report
 
