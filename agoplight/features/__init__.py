@@ -6,7 +6,7 @@ Nothing here imports Lightning; the callbacks, modules and RFM build on it.
 from agoplight.features.agop import agop, agop_from_sums, agop_sums, default_forward, measurement_mode
 from agoplight.features.correlation import cosine, nfa_correlations, pearson
 from agoplight.features.layers import Layer, View, find_layers, find_views, layer_names
-from agoplight.features.linalg import Spectrum, effective_rank, eigenvalues, psd_power
+from agoplight.features.linalg import Spectrum, effective_rank, eigenvalues, gram, psd_power
 from agoplight.features.nfm import nfm, nfm_of
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "eigenvalues",
     "find_layers",
     "find_views",
+    "gram",
     "layer_names",
     "measurement_mode",
     "nfa_correlations",

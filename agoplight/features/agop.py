@@ -29,6 +29,7 @@ from torch.utils._pytree import tree_map_only
 
 from agoplight.errors import ConfigurationError
 from agoplight.features.layers import Layer, Split, View, find_views
+from agoplight.features.linalg import gram
 
 __all__ = [
     "Estimator",
@@ -283,7 +284,7 @@ def agop_sums(
                     if view.name in weights:
                         rows = rows @ weights[view.name]  # (m * n * positions, in): dF/dh itself
                     # the product in the compute dtype (a float64 GEMM costs 2-4x), the running sum in `dtype`
-                    sums[view.name] += (rows.T @ rows).to(dtype)
+                    sums[view.name] += gram(rows).to(dtype)
 
     if estimator == "sketch":
         for total in sums.values():

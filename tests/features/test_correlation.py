@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from agoplight.features import Spectrum, cosine, effective_rank, nfa_correlations, nfm, pearson, psd_power
+from agoplight.features import Spectrum, cosine, effective_rank, gram, nfa_correlations, nfm, pearson, psd_power
 
 
 def random_psd(d: int, seed: int) -> torch.Tensor:
@@ -65,3 +65,9 @@ def test_nfa_correlations_of_a_matrix_with_its_own_square():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match=r"same shape, got \(2, 2\) and \(3, 3\)"):
         pearson(torch.eye(2), torch.eye(3))
+
+
+@pytest.mark.parametrize("d", [3, 255, 256, 301, 1024])
+def test_gram_matches_the_plain_product(d):
+    rows = torch.randn(50, d, dtype=torch.float64)
+    torch.testing.assert_close(gram(rows), rows.T @ rows)
