@@ -40,6 +40,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from agoplight.errors import ConfigurationError
+from agoplight.features import all_finite
 from agoplight.plots import eigenvector_grid, matrix_panels, save_png, spectrum
 
 __all__ = ["Report", "build_report", "main"]
@@ -203,7 +204,7 @@ def _network_sections(run: RunFolder, matrices: dict[int, dict[str, dict[str, Te
             page.add(f"<h3>Step {step}</h3>")
             if layer not in entry:
                 reason = f"not in {run.files[step].name} (the monitor saves no layer wider than its save_max_dim)"
-            elif not all(torch.isfinite(matrix).all() for matrix in entry[layer].values()):
+            elif not all_finite(*entry[layer].values()):
                 reason = f"its matrices in {run.files[step].name} are not finite (the model diverged?)"
             else:
                 reason = ""

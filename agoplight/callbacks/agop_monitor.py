@@ -26,6 +26,7 @@ from agoplight.features import (
     View,
     agop_from_sums,
     agop_sums,
+    all_finite,
     default_forward,
     find_views,
     nfa_correlations,
@@ -303,10 +304,10 @@ class AGOPMonitor(Callback):
             agop = agop_from_sums(view, totals[view.name], n).to(dtype)  # (in, in)
             nfm = nfm_of(view, dtype=dtype).to(agop.device)
             matrices = self.last_matrices[view.name] = {"agop": agop.cpu(), "nfm": nfm.cpu()}
-            if not (torch.isfinite(agop).all() and torch.isfinite(nfm).all()):
+            if not all_finite(agop, nfm):  # warned once per layer: the message names no step
                 rank_zero_warn(
-                    f"AGOPMonitor: the AGOP or the weights of {view.name} are not finite at step {step} (has the "
-                    "model diverged? a lower learning rate or gradient clipping may help); its metrics are NaN."
+                    f"AGOPMonitor: the AGOP or the weights of {view.name} are not finite (has the model diverged? a "
+                    "lower learning rate or gradient clipping may help); its metrics are NaN from here on."
                 )
             spectrum = Spectrum.of(agop)  # one eigendecomposition for AGOP^1/2, the eigenvalues and the ranks
             metrics.update(_layer_metrics(f"{self.prefix}{{}}/{view.name}", agop, nfm, spectrum, self.top_eigenvalues))

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from lightning.pytorch import Trainer
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from agoplight.features import all_finite
 from agoplight.plots import save_png, to_array
 from agoplight.raster import eigenvector_tiles, heatmaps, spectrum_plot
 
@@ -72,7 +72,7 @@ def measurement_pictures(
     not finite (a diverged model) are left out."""
     pictures = {}
     for name, entry in matrices.items():
-        if not all(torch.isfinite(matrix).all() for matrix in entry.values()):
+        if not all_finite(*entry.values()):
             continue
         pictures[f"{prefix}pictures/{name}/matrices"] = heatmaps(entry, f"{name}, step {step}")
         pictures[f"{prefix}pictures/{name}/spectrum"] = spectrum_plot(entry, f"{name}, step {step}")

@@ -6,7 +6,7 @@ Nothing here imports Lightning; the callbacks, modules and RFM build on it.
 from agoplight.features.agop import agop, agop_from_sums, agop_sums, default_forward, measurement_mode
 from agoplight.features.correlation import cosine, nfa_correlations, pearson
 from agoplight.features.layers import Layer, View, find_layers, find_views, layer_names
-from agoplight.features.linalg import Spectrum, effective_rank, eigenvalues, gram, psd_power
+from agoplight.features.linalg import Spectrum, all_finite, effective_rank, eigenvalues, gram, psd_power
 from agoplight.features.nfm import nfm, nfm_of
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "Spectrum",
     "View",
     "agop",
+    "all_finite",
     "agop_from_sums",
     "agop_sums",
     "cosine",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Spectrum", "effective_rank", "eigenvalues", "gram", "psd_power"]
+__all__ = ["Spectrum", "all_finite", "effective_rank", "eigenvalues", "gram", "psd_power"]
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Spectrum:
 
     @classmethod
     def of(cls, matrix: Tensor) -> Spectrum:
-        if not torch.isfinite(matrix).all():
+        if not all_finite(matrix):
             return cls(matrix.new_full(matrix.shape[:1], float("nan")), torch.full_like(matrix, float("nan")))
         values, vectors = torch.linalg.eigh(matrix)
         return cls(values.clamp_min(0), vectors)
@@ -50,6 +50,11 @@ class Spectrum:
         return torch.exp(-torch.special.xlogy(p, p).sum())
 
 
+def all_finite(*matrices: Tensor) -> bool:
+    """Whether every entry of every matrix is a finite number (a diverged model's are not)."""
+    return all(bool(torch.isfinite(matrix).all()) for matrix in matrices)
+
+
 def psd_power(matrix: Tensor, alpha: float) -> Tensor:
     """``M^alpha`` through a symmetric eigendecomposition, eigenvalues clamped at 0."""
     return matrix if alpha == 1 else Spectrum.of(matrix).power(alpha)
@@ -57,7 +62,7 @@ def psd_power(matrix: Tensor, alpha: float) -> Tensor:
 
 def eigenvalues(matrix: Tensor) -> Tensor:
     """Eigenvalues of a symmetric matrix in descending order, clamped at 0 (NaN for a non-finite matrix)."""
-    if not torch.isfinite(matrix).all():
+    if not all_finite(matrix):
         return matrix.new_full(matrix.shape[:1], float("nan"))
     return torch.linalg.eigvalsh(matrix).flip(0).clamp_min(0)
 
