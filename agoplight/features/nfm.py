@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from agoplight.errors import ConfigurationError
 from agoplight.features.layers import View
 
 __all__ = ["nfm", "nfm_of"]
@@ -17,7 +18,15 @@ def nfm(weight: Tensor, initial: Tensor | None = None, dtype: torch.dtype = torc
         weight: ``W``, ``(out, in)``.
         initial: ``W0``; when given, the NFM of the change ``(W - W0)^T (W - W0)``, as the reference code does.
         dtype: the dtype of the result.
+
+    Raises:
+        ConfigurationError: ``weight`` is not a matrix (a bias, or a conv kernel not flattened to ``(c_out, -1)``).
     """
+    if weight.dim() != 2:
+        raise ConfigurationError(
+            f"The NFM needs a weight matrix shaped (out, in), got a tensor of shape {tuple(weight.shape)}. Pass the "
+            "layer's `.weight` (a bias has no NFM); flatten a conv kernel with `.flatten(1)`."
+        )
     w = weight.detach().to(dtype)
     if initial is not None:
         w = w - initial.detach().to(device=w.device, dtype=dtype)

@@ -1,7 +1,10 @@
+import re
+
 import numpy as np
 import pytest
 import torch
 
+from agoplight import ConfigurationError
 from agoplight.features import Spectrum, cosine, effective_rank, gram, nfa_correlations, nfm, pearson, psd_power
 
 
@@ -60,6 +63,12 @@ def test_nfa_correlations_of_a_matrix_with_its_own_square():
     assert scores["pearson_sqrt"].item() == pytest.approx(1.0, abs=1e-8)
     assert scores["cosine_sqrt"].item() == pytest.approx(1.0, abs=1e-8)
     assert scores["pearson"].item() < 1.0
+
+
+@pytest.mark.parametrize("shape", [(4,), (2, 3, 3, 3)])
+def test_nfm_of_something_that_is_no_weight_matrix_is_an_error(shape):
+    with pytest.raises(ConfigurationError, match=rf"shaped \(out, in\), got a tensor of shape {re.escape(str(shape))}"):
+        nfm(torch.zeros(shape))
 
 
 def test_shape_mismatch_is_an_error():
